@@ -1,0 +1,308 @@
+/* coextra.h: the public, header-only C consumer API of coextra (ABI table, coextra_import(), inline fast paths). */
+#ifndef COEXTRA_H
+#define COEXTRA_H
+
+/*
+ * CONTRACTS (read before changing anything in this file)
+ *
+ *  Platform   CPython 3.9–3.13 (3.14-ready), GIL builds, non-limited C API.
+ *             Every function needs the GIL (an attached thread state).
+ *
+ *  Table      `coextra_api` is reached through the capsule `_C_API` of the
+ *             module `coextra._coextra`, named "coextra._coextra._C_API".  It
+ *             is process-wide, immutable, append-only, and holds only code
+ *             pointers.  COEXTRA_ABI_MAJOR changes only when something is
+ *             removed or changes meaning; COEXTRA_ABI_MINOR grows when entries
+ *             are appended.  A consumer accepts a table whose major is equal
+ *             and whose minor and struct_size are at least what it was built
+ *             with.
+ *
+ *  State      The slot table, hook chain and co_extra index exist once per
+ *             interpreter (the "runtime"), created by importing
+ *             coextra._coextra and published in PyInterpreterState_GetDict().
+ *             Consumers never create one.  Handles (coextra_slot,
+ *             coextra_hook*) belong to the interpreter that made them; using
+ *             them in another is an error (checked calls) or NULL (fast path).
+ *
+ *  Layout     coextra_block / coextra_block_entry / coextra_fast_entry below
+ *             are read by the inline fast path compiled into consumers; they
+ *             are frozen for an ABI major (static_asserts in lib/ guard them).
+ *
+ *  Errors     Functions return 0 or a pointer on success and -1 or NULL with
+ *             a Python exception set on failure, unless noted.
+ */
+
+#ifndef PY_SSIZE_T_CLEAN
+#define PY_SSIZE_T_CLEAN
+#endif
+#include <Python.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define COEXTRA_ABI_MAJOR 1
+#define COEXTRA_ABI_MINOR 0
+
+#define COEXTRA_MODULE_NAME "coextra._coextra"
+#define COEXTRA_CAPSULE_NAME "coextra._coextra._C_API"
+
+/* Hook priority bands: lower = outer (sees the frame first, finishes last). */
+#define COEXTRA_PRIORITY_DEBUGGER 100
+#define COEXTRA_PRIORITY_PROFILER 200
+#define COEXTRA_PRIORITY_DEFAULT 500
+#define COEXTRA_PRIORITY_OPTIMIZER 1000
+#define COEXTRA_PRIORITY_MIN 0
+#define COEXTRA_PRIORITY_MAX 10000
+
+/* flags of slot_reserve_ex / hook_add_ex: made by the Python face (native = not set) */
+#define COEXTRA_FLAG_PYTHON 1u
+
+/* Slot and hook names: non-empty UTF-8, at most this many bytes. */
+#define COEXTRA_NAME_MAX 200
+
+/* A reserved per-code slot.  All-zero means "no slot". */
+typedef struct coextra_slot {
+    uint32_t index;      /* 1-based position in the interpreter's slot table */
+    uint32_t generation; /* process-unique; a released/foreign handle never matches */
+} coextra_slot;
+
+typedef void (*coextra_free_fn)(void *value, void *ctx);
+
+typedef struct coextra_frame coextra_frame; /* opaque view of the frame being evaluated */
+typedef struct coextra_hook coextra_hook;   /* opaque hook handle */
+
+typedef PyObject *(*coextra_eval_fn)(coextra_frame *frame, int throwflag, void *ctx);
+
+typedef struct coextra_hook_def {
+    const char *name;      /* unique among live hooks; copied */
+    int priority;          /* COEXTRA_PRIORITY_MIN..MAX */
+    coextra_eval_fn eval;  /* must call coextra_eval_next or coextra_frame_return */
+    void *ctx;             /* passed to eval; must stay valid until the hook is removed */
+    coextra_slot only;     /* non-zero: only frames whose code holds a value in this slot */
+} coextra_hook_def;
+
+/* ---- frozen layouts read by the inline fast path ------------------------ */
+
+typedef struct coextra_block_entry {
+    void *value;         /* NULL = empty */
+    uint32_t generation; /* generation of the slot that stored value; 0 = empty */
+    uint32_t reserved;
+} coextra_block_entry;
+
+/* The one co_extra block a code object holds (set once, changed in place).
+ * The runtime keeps private fields after these two. */
+typedef struct coextra_block {
+    coextra_block_entry *entries; /* entries[slot.index - 1] */
+    uint32_t capacity;            /* number of entries */
+    uint32_t magic;               /* COEXTRA_BLOCK_MAGIC */
+} coextra_block;
+
+#define COEXTRA_BLOCK_MAGIC 0xC0E7B10Cu
+
+/* The runtime publishes (interpreter, co_extra index) for the first
+ * interpreter that used coextra (normally the main one); other interpreters
+ * take the checked path through the table. */
+typedef struct coextra_fast_entry {
+    PyInterpreterState *volatile interp;
+    volatile Py_ssize_t co_extra_index; /* -1 until the first value is stored */
+} coextra_fast_entry;
+
+/* CPython's per-code extra array (Include/internal/pycore_code.h,
+ * _PyCodeObjectExtra): unchanged 3.9–3.14. */
+typedef struct coextra_code_extra_ {
+    Py_ssize_t ce_size;
+    void *ce_extras[1];
+} coextra_code_extra_;
+
+/* ---- the versioned API table (append only) ------------------------------ */
+
+typedef struct coextra_api {
+    uint32_t struct_size;
+    uint32_t abi_major;
+    uint32_t abi_minor;
+    uint32_t reserved;
+    const coextra_fast_entry *fast; /* process-wide, see coextra_fast_entry */
+
+    int (*slot_reserve)(const char *name, coextra_free_fn free_fn, void *ctx, coextra_slot *out);
+    int (*slot_release)(coextra_slot slot);
+    int (*slot_set)(PyObject *code, coextra_slot slot, void *value);
+    void *(*slot_get)(PyObject *code, coextra_slot slot);
+    int (*slot_clear)(PyObject *code, coextra_slot slot);
+
+    int (*hook_add)(const coextra_hook_def *def, coextra_hook **out);
+    int (*hook_remove)(coextra_hook *hook);
+    int (*hook_set_active)(coextra_hook *hook, int active);
+    PyObject *(*eval_next)(coextra_frame *frame, int throwflag);
+
+    PyCodeObject *(*frame_code)(coextra_frame *frame);
+    PyObject *(*frame_function)(coextra_frame *frame);
+    PyObject *(*frame_globals)(coextra_frame *frame);
+    int (*frame_is_resume)(coextra_frame *frame);
+    PyFrameObject *(*frame_object)(coextra_frame *frame);
+    PyObject *(*frame_return)(coextra_frame *frame, PyObject *result);
+
+    /* Introspection and the Python face (used by coextra._coextra). */
+    int (*slot_reserve_ex)(const char *name, coextra_free_fn free_fn, void *ctx, uint32_t flags,
+                           coextra_slot *out);
+    Py_ssize_t (*slot_live)(coextra_slot slot); /* code objects holding a value; -1 + error if stale */
+    int (*hook_add_ex)(const coextra_hook_def *def, uint32_t flags, coextra_hook **out);
+    int (*hook_get_active)(coextra_hook *hook); /* 1/0; -1 + error if removed or foreign */
+    PyObject *(*slots_info)(void);  /* [(name, index, live, native)] */
+    PyObject *(*hooks_info)(void);  /* [(name, priority, active, native)], outermost first */
+    PyObject *(*status_info)(void); /* (installed, displaced, foreign_tail, active_hooks, co_extra_index) */
+    const char *(*runtime_version)(void);
+    PyObject *(*released_error_type)(void); /* new reference to this interpreter's coextra.ReleasedError */
+    /* ABI 1.0 ends here; append below and bump COEXTRA_ABI_MINOR. */
+} coextra_api;
+
+/* ---- the hidden per-extension table pointer ----------------------------- */
+/* One per consumer extension (each translation unit that includes this header
+ * gets its own static copy; define COEXTRA_API_SHARED in all but one TU and
+ * COEXTRA_API_DEFINE in that one to share it across TUs). */
+#if defined(COEXTRA_API_DEFINE)
+const coextra_api *coextra_api_ptr_ = NULL;
+#elif defined(COEXTRA_API_SHARED)
+extern const coextra_api *coextra_api_ptr_;
+#else
+static const coextra_api *coextra_api_ptr_ = NULL;
+#endif
+
+static inline int coextra_not_imported_(void) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "coextra: coextra_import() has not been called (or failed) in this extension");
+    return -1;
+}
+
+/* Import coextra._coextra and check its table.  Call once from your module's
+ * init (exec slot); safe to call again.  0 on success, -1 with ImportError. */
+static inline int coextra_import(void) {
+    PyObject *mod, *cap;
+    const coextra_api *api;
+    volatile uint32_t built_minor = COEXTRA_ABI_MINOR; /* volatile: no "always false" warning at minor 0 */
+    if (coextra_api_ptr_ != NULL)
+        return 0;
+    mod = PyImport_ImportModule(COEXTRA_MODULE_NAME);
+    if (mod == NULL)
+        return -1;
+    cap = PyObject_GetAttrString(mod, "_C_API");
+    Py_DECREF(mod);
+    if (cap == NULL)
+        return -1;
+    if (!PyCapsule_IsValid(cap, COEXTRA_CAPSULE_NAME)) {
+        Py_DECREF(cap);
+        PyErr_SetString(PyExc_ImportError,
+                        "coextra: coextra._coextra._C_API is not a capsule named \"" COEXTRA_CAPSULE_NAME "\"");
+        return -1;
+    }
+    api = (const coextra_api *)PyCapsule_GetPointer(cap, COEXTRA_CAPSULE_NAME);
+    Py_DECREF(cap);
+    if (api == NULL)
+        return -1;
+    if (api->abi_major != COEXTRA_ABI_MAJOR || api->abi_minor < built_minor ||
+        api->struct_size < sizeof(coextra_api)) {
+        PyErr_Format(PyExc_ImportError,
+                     "coextra: ABI mismatch: this extension was built for coextra ABI %d.%d "
+                     "(table size %u) but the loaded runtime provides ABI %u.%u (table size %u)",
+                     COEXTRA_ABI_MAJOR, COEXTRA_ABI_MINOR, (unsigned)sizeof(coextra_api),
+                     (unsigned)api->abi_major, (unsigned)api->abi_minor, (unsigned)api->struct_size);
+        return -1;
+    }
+    coextra_api_ptr_ = api;
+    return 0;
+}
+
+/* ---- slots --------------------------------------------------------------- */
+
+static inline int coextra_slot_reserve(const char *name, coextra_free_fn free_fn, void *ctx,
+                                       coextra_slot *out) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->slot_reserve(name, free_fn, ctx, out)
+                            : coextra_not_imported_();
+}
+/* Frees the slot's value in every live code object, then retires the handle. */
+static inline int coextra_slot_release(coextra_slot slot) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->slot_release(slot) : coextra_not_imported_();
+}
+/* Stores value (NULL = clear); frees the value it replaces. */
+static inline int coextra_slot_set(PyObject *code, coextra_slot slot, void *value) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->slot_set(code, slot, value) : coextra_not_imported_();
+}
+static inline int coextra_slot_clear(PyObject *code, coextra_slot slot) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->slot_clear(code, slot) : coextra_not_imported_();
+}
+
+/* Fast path: the value stored in `slot` for `code`, or NULL (no value, not a
+ * code object, stale/foreign handle, not imported).  Never sets an error.
+ *
+ * Reads CPython's co_extra array directly (PyCodeObject.co_extra is a public
+ * field 3.9–3.14) for the first interpreter that used coextra, and goes
+ * through the table for any other.  Free-threaded builds take the table. */
+static inline void *coextra_slot_get(PyObject *code, coextra_slot slot) {
+    const coextra_api *api = coextra_api_ptr_;
+    if (api == NULL || slot.generation == 0)
+        return NULL;
+#if !defined(Py_GIL_DISABLED)
+    if (api->fast->interp == PyInterpreterState_Get() && PyCode_Check(code)) {
+        const coextra_code_extra_ *ce = (const coextra_code_extra_ *)((PyCodeObject *)code)->co_extra;
+        Py_ssize_t idx = api->fast->co_extra_index;
+        const coextra_block *blk;
+        uint32_t i = slot.index - 1u; /* index 0 wraps and fails the bound check */
+        if (ce == NULL || idx < 0 || idx >= ce->ce_size)
+            return NULL;
+        blk = (const coextra_block *)ce->ce_extras[idx];
+        if (blk == NULL || i >= blk->capacity || blk->entries[i].generation != slot.generation)
+            return NULL;
+        return blk->entries[i].value;
+    }
+#endif
+    return api->slot_get(code, slot);
+}
+
+/* ---- hooks and frames ----------------------------------------------------- */
+
+static inline int coextra_hook_add(const coextra_hook_def *def, coextra_hook **out) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->hook_add(def, out) : coextra_not_imported_();
+}
+static inline int coextra_hook_remove(coextra_hook *hook) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->hook_remove(hook) : coextra_not_imported_();
+}
+static inline int coextra_hook_set_active(coextra_hook *hook, int active) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->hook_set_active(hook, active) : coextra_not_imported_();
+}
+/* The frame functions below are only valid inside a hook's eval function,
+ * on the frame it was given (coextra_import() has necessarily succeeded). */
+
+/* Continue down the chain (the next hook, else the evaluator). New reference. */
+static inline PyObject *coextra_eval_next(coextra_frame *frame, int throwflag) {
+    return coextra_api_ptr_->eval_next(frame, throwflag);
+}
+static inline PyCodeObject *coextra_frame_code(coextra_frame *frame) {
+    return coextra_api_ptr_->frame_code(frame);
+}
+static inline PyObject *coextra_frame_function(coextra_frame *frame) {
+    return coextra_api_ptr_->frame_function(frame);
+}
+static inline PyObject *coextra_frame_globals(coextra_frame *frame) {
+    return coextra_api_ptr_->frame_globals(frame);
+}
+static inline int coextra_frame_is_resume(coextra_frame *frame) {
+    return coextra_api_ptr_->frame_is_resume(frame);
+}
+static inline PyFrameObject *coextra_frame_object(coextra_frame *frame) {
+    return coextra_api_ptr_->frame_object(frame);
+}
+/* Finish the frame WITHOUT running it and return `result` (stolen; NULL with
+ * an exception set propagates that exception).  On a generator/coroutine
+ * resumption, which cannot be skipped, raises SystemError into the frame and
+ * returns NULL. */
+static inline PyObject *coextra_frame_return(coextra_frame *frame, PyObject *result) {
+    return coextra_api_ptr_->frame_return(frame, result);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COEXTRA_H */

@@ -1,0 +1,51 @@
+// api.hpp: the functions behind the coextra_api table, declared once for api.cpp to assemble.
+#pragma once
+
+#include "runtime.hpp"
+
+namespace coextra {
+
+// Allocate a T through PyMem_RawMalloc (so failing-allocator tests reach it).
+template <class T>
+T *make() {
+    void *p = PyMem_RawMalloc(sizeof(T));
+    if (p == nullptr)
+        throw std::bad_alloc();
+    return new (p) T();
+}
+template <class T>
+void unmake(T *p) noexcept {
+    p->~T();
+    PyMem_RawFree(p);
+}
+
+namespace api {
+// slots.cpp
+int slot_reserve(const char *name, coextra_free_fn free_fn, void *ctx, coextra_slot *out) noexcept;
+int slot_reserve_ex(const char *name, coextra_free_fn free_fn, void *ctx, uint32_t flags, coextra_slot *out) noexcept;
+int slot_release(coextra_slot slot) noexcept;
+int slot_set(PyObject *code, coextra_slot slot, void *value) noexcept;
+void *slot_get(PyObject *code, coextra_slot slot) noexcept;
+int slot_clear(PyObject *code, coextra_slot slot) noexcept;
+Py_ssize_t slot_live(coextra_slot slot) noexcept;
+PyObject *slots_info() noexcept;
+PyObject *released_error_type() noexcept;
+
+// chain.cpp
+int hook_add(const coextra_hook_def *def, coextra_hook **out) noexcept;
+int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out) noexcept;
+int hook_remove(coextra_hook *hook) noexcept;
+int hook_set_active(coextra_hook *hook, int active) noexcept;
+int hook_get_active(coextra_hook *hook) noexcept;
+PyObject *eval_next(coextra_frame *frame, int throwflag) noexcept;
+PyCodeObject *frame_code(coextra_frame *frame) noexcept;
+PyObject *frame_function(coextra_frame *frame) noexcept;
+PyObject *frame_globals(coextra_frame *frame) noexcept;
+int frame_is_resume(coextra_frame *frame) noexcept;
+PyFrameObject *frame_object(coextra_frame *frame) noexcept;
+PyObject *frame_return(coextra_frame *frame, PyObject *result) noexcept;
+PyObject *hooks_info() noexcept;
+PyObject *status_info() noexcept;
+} // namespace api
+
+} // namespace coextra

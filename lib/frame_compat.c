@@ -1,0 +1,775 @@
+/* frame_compat.c: the one C translation unit that touches version-specific CPython frame/eval-frame/co_extra internals (3.9–3.13; 3.14 stubbed with #error). */
+
+/*
+ * Everything in here is either a thin wrapper over an exported CPython entry
+ * point, or a COPY of a CPython function that is static or has hidden
+ * visibility in libpython (verified with `nm -D` on the pyenv builds 3.9.18,
+ * 3.10.13, 3.11.7, 3.12.1, 3.13.0, and by disassembling the hidden symbols,
+ * which those builds keep in .symtab with debug info).  The copies must match
+ * the CPython minor version they are compiled against; each one names the
+ * CPython function it mirrors so that a reviewer can diff it against
+ * Python/frame.c, Objects/frameobject.c, Python/ceval.c and Python/pystate.c.
+ *
+ * Exported (usable directly) vs hidden, per `nm -D`:
+ *   3.9/3.10  _PyEval_EvalFrameDefault, _PyInterpreterState_{Get,Set}EvalFrameFunc,
+ *             _PyEval_RequestCodeExtraIndex, _PyCode_{Get,Set}Extra      exported
+ *   3.11.7    same; _PyFrame_MakeAndSetFrameObject, _PyFrame_New_NoTrack,
+ *             _PyFrame_Clear, _PyThreadState_PopFrame                    HIDDEN
+ *   3.12.1    PyUnstable_* co_extra names exported; _PyFrame_ClearExceptCode,
+ *             _PyFrame_MakeAndSetFrameObject, _PyFrame_New_NoTrack,
+ *             _PyThreadState_PopFrame, _PyObject_VirtualFree,
+ *             _PyEvalFrameClearAndPop (static in ceval.c)                HIDDEN
+ *   3.13.0    _PyEval_FrameClearAndPop, _PyThreadState_PopFrame,
+ *             _PyEvalFramePushAndInit exported; _PyFrame_MakeAndSetFrameObject,
+ *             _PyFrame_New_NoTrack, _PyFrame_ClearExceptCode             HIDDEN
+ * Any call to a hidden symbol (including through a static inline helper of
+ * the internal headers such as _PyFrame_GetFrameObject) compiles fine and
+ * then fails at dlopen time with "undefined symbol".  Do not use them.
+ */
+
+/* PY_VERSION_HEX without pulling in Python.h, so that the core-build macro can
+ * be chosen per version before Python.h is seen. */
+#include <patchlevel.h>
+
+#if PY_VERSION_HEX >= 0x030E0000
+/*
+ * 3.14 is deliberately not implemented blind (no 3.14 headers on the build
+ * machines).  The step is small but every item below must be checked against
+ * the 3.14 sources (reference doc, 3.14 column):
+ *  - include internal/pycore_interpframe.h + internal/pycore_stackref.h (C only;
+ *    MSVC C++ rejects pycore_stackref.h) + internal/pycore_ceval.h; the struct
+ *    lives in pycore_interpframe_structs.h.
+ *  - f_executable and f_funcobj are _PyStackRef: use _PyFrame_GetCode(),
+ *    PyStackRef_AsPyObjectBorrow(frame->f_funcobj), never `.bits`.
+ *  - localsplus[] are _PyStackRef too (prologue code below: PyStackRef_FromPyObjectNew,
+ *    PyStackRef_AsPyObjectBorrow, PyStackRef_XCLOSE); _PyFrame_GetBytecode()
+ *    replaces _PyCode_CODE() for the instruction stream (tlbc under Py_GIL_DISABLED).
+ *  - _PyFrame_New_NoTrack additionally initialises f_locals_cache and
+ *    f_overwritten_fast_locals; re-read Python/frame.c _PyFrame_MakeAndSetFrameObject.
+ *  - dispose: _PyEval_FrameClearAndPop stays exported (same as 3.13).
+ *  - is_resume: owner == FRAME_OWNED_BY_GENERATOR (unchanged); check the
+ *    FRAME_OWNED_BY_INTERPRETER / CSTACK renames.
+ */
+#  error "coextra frame_compat.c: CPython 3.14+ is not implemented yet; see the checklist above this #error."
+#endif
+
+#if PY_VERSION_HEX >= 0x030B0000
+/* 3.11+: the _PyInterpreterFrame layout is only visible through the internal
+ * headers, which refuse to compile without Py_BUILD_CORE.  Use the _MODULE
+ * flavour (pyport.h then implies Py_BUILD_CORE): with bare Py_BUILD_CORE,
+ * 3.12+'s _PyThreadState_GET() would read the thread-local _Py_tss_tstate,
+ * which is NOT exported from libpython.  It must be defined before the first
+ * #include <Python.h> (3.13 errors "this header requires Py_BUILD_CORE
+ * define" otherwise), which is why this file includes Python.h itself before
+ * frame_compat.h. */
+#  ifndef Py_BUILD_CORE_MODULE
+#    define Py_BUILD_CORE_MODULE 1
+#  endif
+#endif
+
+#include <Python.h>
+#include <string.h>
+
+#if PY_VERSION_HEX < 0x030B0000
+#  include <frameobject.h>          /* PyFrameObject fields (public on 3.9/3.10) */
+#else
+#  include <opcode.h>               /* MAKE_CELL, COPY_FREE_VARS, EXTENDED_ARG (3.13: via opcode_ids.h) */
+#  include <internal/pycore_frame.h>
+#  if PY_VERSION_HEX >= 0x030D0000
+#    include <internal/pycore_ceval.h>  /* _PyEval_FrameClearAndPop (exported in 3.13) */
+#  endif
+#endif
+
+#include "frame_compat.h"
+
+#if PY_VERSION_HEX < 0x03090000
+#  error "coextra frame_compat.c needs CPython 3.9 or newer"
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Frame type and per-version field accessors.                              */
+/* ------------------------------------------------------------------------ */
+
+#if PY_VERSION_HEX >= 0x030B0000
+typedef _PyInterpreterFrame fc_frame;
+#else
+typedef PyFrameObject fc_frame;
+#endif
+
+#define FC(raw) ((fc_frame *)(void *)(raw))
+
+#if PY_VERSION_HEX >= 0x030D0000
+/* 3.13: f_executable is "code object or None" (None only for the shim frames
+ * that never reach an eval-frame function). */
+#  define FC_CODEOBJ(f) ((PyObject *)(f)->f_executable)
+#else
+#  define FC_CODEOBJ(f) ((PyObject *)(f)->f_code)
+#endif
+
+#define FC_GEN_FLAGS (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)
+
+/* ------------------------------------------------------------------------ */
+/* Eval-frame pointer.                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* The casts below change only pointer parameter types (PyFrameObject* /
+ * struct _PyInterpreterFrame* <-> coextra_raw_frame*), which share one
+ * representation on every ABI CPython supports; gcc's -Wcast-function-type
+ * accepts this as a compatible cast. */
+
+coextra_raw_eval_fn
+coextra_fc_default_eval(void)
+{
+    return (coextra_raw_eval_fn)_PyEval_EvalFrameDefault;
+}
+
+coextra_raw_eval_fn
+coextra_fc_get_eval(PyInterpreterState *interp)
+{
+    /* 3.9/3.10: interp->eval_frame starts as _PyEval_EvalFrameDefault.
+     * 3.11+: NULL means "default" and the getter already maps NULL to
+     * _PyEval_EvalFrameDefault; the check below is belt and braces. */
+    _PyFrameEvalFunction fn = _PyInterpreterState_GetEvalFrameFunc(interp);
+    if (fn == NULL) {
+        fn = _PyEval_EvalFrameDefault;
+    }
+    return (coextra_raw_eval_fn)fn;
+}
+
+void
+coextra_fc_set_eval(PyInterpreterState *interp, coextra_raw_eval_fn fn)
+{
+    /* 3.11/3.12: storing _PyEval_EvalFrameDefault stores NULL, which re-enables
+     * Python-to-Python call inlining and PEP 523-sensitive specialisations.
+     * 3.13: a non-default store also invalidates all tier-2 executors.
+     * 3.9/3.10 store verbatim, so never let NULL through (it would be called). */
+    _PyFrameEvalFunction f = fn ? (_PyFrameEvalFunction)fn : _PyEval_EvalFrameDefault;
+    _PyInterpreterState_SetEvalFrameFunc(interp, f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* co_extra.                                                                */
+/* ------------------------------------------------------------------------ */
+
+Py_ssize_t
+coextra_fc_request_index(freefunc free_fn)
+{
+    /* Returns -1 WITHOUT an exception once the interpreter's 254 indices are
+     * gone (Python/ceval.c, every version); callers must check for that. */
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyUnstable_Eval_RequestCodeExtraIndex(free_fn);
+#else
+    return _PyEval_RequestCodeExtraIndex(free_fn);
+#endif
+}
+
+int
+coextra_fc_get_extra(PyObject *code, Py_ssize_t index, void **extra)
+{
+    /* 3.9's _PyCode_GetExtra has no `index < 0` check and would read
+     * ce_extras[-1]; reject it here the way 3.10+ does. */
+    if (index < 0) {
+        *extra = NULL;
+        PyErr_BadInternalCall();
+        return -1;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyUnstable_Code_GetExtra(code, index, extra);
+#else
+    return _PyCode_GetExtra(code, index, extra);
+#endif
+}
+
+int
+coextra_fc_set_extra(PyObject *code, Py_ssize_t index, void *extra)
+{
+    /* NB: CPython calls the index's freefunc on the value being replaced. */
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyUnstable_Code_SetExtra(code, index, extra);
+#else
+    return _PyCode_SetExtra(code, index, extra);
+#endif
+}
+
+/* ------------------------------------------------------------------------ */
+/* Frame view.                                                              */
+/* ------------------------------------------------------------------------ */
+
+PyCodeObject *
+coextra_fc_code(coextra_raw_frame *raw)
+{
+    PyObject *co = FC_CODEOBJ(FC(raw));
+#if PY_VERSION_HEX >= 0x030D0000
+    if (co == NULL || !PyCode_Check(co)) {
+        return NULL;
+    }
+#endif
+    return (PyCodeObject *)co;
+}
+
+PyObject *
+coextra_fc_function(coextra_raw_frame *raw)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    /* 3.12+: f_funcobj is a PyObject* that is a function for every frame a
+     * hook can see, but the type does not promise it. */
+    PyObject *fn = FC(raw)->f_funcobj;
+    return (fn != NULL && PyFunction_Check(fn)) ? fn : NULL;
+#elif PY_VERSION_HEX >= 0x030B0000
+    PyObject *fn = (PyObject *)FC(raw)->f_func;
+    return (fn != NULL && PyFunction_Check(fn)) ? fn : NULL;
+#else
+    (void)raw;           /* 3.9/3.10 frames do not record their function */
+    return NULL;
+#endif
+}
+
+PyObject *
+coextra_fc_globals(coextra_raw_frame *raw)
+{
+    return FC(raw)->f_globals;
+}
+
+int
+coextra_fc_is_resume(coextra_raw_frame *raw)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    /* 3.11+: the creating call of a generator function reaches the hook as a
+     * thread-owned frame (RETURN_GENERATOR then copies it into the
+     * generator); every later send/next/throw/close evaluates the frame
+     * embedded in the generator (gen_send_ex2), owned by the generator. */
+    return FC(raw)->owner == FRAME_OWNED_BY_GENERATOR;
+#else
+    /* 3.9/3.10: _PyEval_EvalCode / _PyEval_Vector build the generator
+     * (make_coro) without evaluating, so every evaluation of generator code
+     * is a resumption. */
+    return (FC(raw)->f_code->co_flags & FC_GEN_FLAGS) != 0;
+#endif
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3.11+: frame objects and frame disposal.                                 */
+/* ------------------------------------------------------------------------ */
+
+#if PY_VERSION_HEX >= 0x030B0000
+
+/* Saving a pending exception around allocations, as CPython does
+ * (3.11: PyErr_Fetch/Restore; 3.12+: PyErr_GetRaisedException). */
+typedef struct { PyObject *type, *value, *tb; } fc_saved_exc;
+
+static inline void
+fc_exc_save(fc_saved_exc *e)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    e->type = NULL;
+    e->tb = NULL;
+    e->value = PyErr_GetRaisedException();
+#else
+    PyErr_Fetch(&e->type, &e->value, &e->tb);
+#endif
+}
+
+static inline void
+fc_exc_restore(fc_saved_exc *e)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(e->value);
+#else
+    PyErr_Restore(e->type, e->value, e->tb);
+#endif
+}
+
+static inline void
+fc_exc_drop(fc_saved_exc *e)
+{
+    Py_XDECREF(e->type);
+    Py_XDECREF(e->value);
+    Py_XDECREF(e->tb);
+}
+
+static inline PyCodeObject *
+fc_code(_PyInterpreterFrame *frame)
+{
+    return (PyCodeObject *)FC_CODEOBJ(frame);
+}
+
+static inline _PyInterpreterFrame *
+fc_current_frame(PyThreadState *tstate)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return tstate->current_frame;
+#else
+    return tstate->cframe->current_frame;
+#endif
+}
+
+/* Index (in code units) of the next instruction the evaluator will run. */
+static inline int
+fc_next_index(_PyInterpreterFrame *frame)
+{
+    _Py_CODEUNIT *first = _PyCode_CODE(fc_code(frame));
+#if PY_VERSION_HEX >= 0x030D0000
+    return (int)(frame->instr_ptr - first);          /* 3.13: instruction about to run */
+#else
+    return (int)(frame->prev_instr + 1 - first);     /* 3.11/3.12: prev_instr = last started */
+#endif
+}
+
+static inline void
+fc_set_next_index(_PyInterpreterFrame *frame, int index)
+{
+    _Py_CODEUNIT *first = _PyCode_CODE(fc_code(frame));
+#if PY_VERSION_HEX >= 0x030D0000
+    frame->instr_ptr = first + index;
+#else
+    frame->prev_instr = first + index - 1;
+#endif
+}
+
+/*
+ * "Entry state": a thread-owned frame that an eval-frame function has been
+ * handed but that the default evaluator has not started (has not run its
+ * first RESUME) and that is therefore NOT yet linked into the thread's frame
+ * chain.  This is the only state in which a hook sees a fresh frame.
+ */
+static int
+fc_in_entry_state(PyThreadState *tstate, _PyInterpreterFrame *frame)
+{
+    return frame->owner == FRAME_OWNED_BY_THREAD
+        && frame != fc_current_frame(tstate)
+        && fc_next_index(frame) <= fc_code(frame)->_co_firsttraceable;
+}
+
+/*
+ * DANGER — frame->previous at hook time is GARBAGE (3.11, 3.12, 3.13).
+ *
+ * _PyEvalFramePushAndInit / _PyFrame_Initialize (3.11 _PyFrame_InitializeSpecials)
+ * deliberately do not set frame->previous ("Does not initialize
+ * frame->previous, which happens when frame is linked into the frame stack",
+ * pycore_frame.h 3.12/3.13); disassembly of 3.12.1's _PyEvalFramePushAndInit
+ * and _PyEval_Vector confirms nothing stores to it.  Whatever the data stack
+ * held before is left there.  The default evaluator links the frame on entry
+ * (3.11: frame->previous = prev_cframe->current_frame; 3.12/3.13:
+ * frame->previous = &entry_frame, the C-stack shim whose previous is the
+ * caller).  But CPython code that runs BEFORE that follows the pointer:
+ *   - PyFrame_GetBack() (f.f_back) on a frame object created at hook time;
+ *   - take_ownership() inside _PyFrame_Clear (3.11, run by _PyEval_Vector
+ *     when a hook returns without delegating) and inside
+ *     _PyFrame_ClearExceptCode (3.12 copy below; 3.13's exported
+ *     _PyEval_FrameClearAndPop) whenever a frame object with refcount > 1
+ *     exists: it walks _PyFrame_GetFirstComplete(frame->previous).
+ * We therefore store the value the evaluator would have produced, the
+ * thread's current frame (the caller, or NULL at top level), before any of
+ * those can run.  The evaluator overwrites it on entry, so this is harmless
+ * when the frame is delegated afterwards.  (The simpler alternative, NULL,
+ * would also be safe but would give a kept frame object f_back = None.)
+ * Generator-owned frames arrive with previous == NULL (set on every
+ * suspension and by _PyFrame_Copy) and are left alone.
+ */
+static void
+fc_link_previous(PyThreadState *tstate, _PyInterpreterFrame *frame)
+{
+    if (fc_in_entry_state(tstate, frame)) {
+        frame->previous = fc_current_frame(tstate);
+    }
+}
+
+/*
+ * DANGER — the frame a hook sees is INCOMPLETE (3.11+): the prefix
+ * instructions MAKE_CELL (wrap each cell variable, arguments included, in a
+ * cell) and COPY_FREE_VARS (copy the closure cells into the free-variable
+ * slots) that precede the first RESUME have not run.  CPython's frame-object
+ * code only half copes with that:
+ *   3.11/3.12  frame.f_locals (_PyFrame_FastToLocalsWithError /
+ *              frame_get_var) does `PyCell_GET(value)` for every CO_FAST_FREE
+ *              slot once lasti >= 0, with no NULL check, and only
+ *              initialises free vars itself if code[0] is COPY_FREE_VARS.
+ *              A function with free AND cell variables at hook time, or any
+ *              closure whose kept frame object went through take_ownership
+ *              (which pretends RESUME ran), dereferences NULL.
+ *   3.13.0     the FrameLocalsProxy (framelocalsproxy_getitem) does
+ *              PyCell_GET() on every CO_FAST_FREE / CO_FAST_CELL slot with no
+ *              PyCell_Check (release build; fixed later by gh-128396), so an
+ *              argument that is also a cell variable, still a raw object
+ *              before MAKE_CELL, is read as a cell: garbage pointer.
+ * Before exposing a frame object we therefore run the prefix ourselves,
+ * exactly as the evaluator would (bytecodes.c MAKE_CELL / COPY_FREE_VARS),
+ * and advance the instruction pointer past it, never past RESUME or
+ * RETURN_GENERATOR, so RESUME (eval breaker, 'call' trace event,
+ * sys.monitoring PY_START, instrumentation) still runs.  Prefix instructions
+ * are never quickened or instrumented (_co_firsttraceable exists to keep
+ * tracing out of them); 3.11 may quicken EXTENDED_ARG to EXTENDED_ARG_QUICK.
+ *
+ * 3.11/3.12 only when the code has free variables: then COPY_FREE_VARS is the
+ * last prefix instruction and _PyFrame_OpAlreadyRan (which counts only
+ * instructions strictly before prev_instr) sees every MAKE_CELL.  Without
+ * free variables CPython's own 3.11/3.12 locals code handles the pristine
+ * frame correctly (it shows argument cells by value), while stopping with a
+ * MAKE_CELL as the last run instruction would make f_locals show that cell
+ * object itself.  3.13: always (cells are the 3.13.0 hazard).
+ *
+ * Returns 0, or -1 with MemoryError set (the frame is then left consistent:
+ * the instruction pointer stops before the instruction that failed).
+ */
+static int
+fc_run_prefix(_PyInterpreterFrame *frame)
+{
+    PyCodeObject *co = fc_code(frame);
+#if PY_VERSION_HEX < 0x030D0000
+    if (co->co_nfreevars == 0) {
+        return 0;
+    }
+#endif
+    _Py_CODEUNIT *code = _PyCode_CODE(co);
+    int i = fc_next_index(frame);
+    int done = i;
+    int ext = 0;
+    int rc = 0;
+    while (i < co->_co_firsttraceable) {
+#if PY_VERSION_HEX >= 0x030C0000
+        int opcode = code[i].op.code;
+        int oparg = code[i].op.arg | ext;
+#else
+        int opcode = _Py_OPCODE(code[i]);
+        int oparg = _Py_OPARG(code[i]) | ext;
+#endif
+        if (opcode == EXTENDED_ARG
+#if PY_VERSION_HEX < 0x030C0000
+            || opcode == EXTENDED_ARG_QUICK
+#endif
+           ) {
+            ext = oparg << 8;
+            i++;
+            continue;
+        }
+        if (opcode == MAKE_CELL) {
+            /* bytecodes.c: initial = GETLOCAL(oparg); cell = PyCell_New(initial);
+             * SETLOCAL(oparg, cell)  (SETLOCAL drops the old reference) */
+            if (oparg >= co->co_nlocalsplus) {
+                break;
+            }
+            PyObject *initial = frame->localsplus[oparg];
+            PyObject *cell = PyCell_New(initial);
+            if (cell == NULL) {
+                rc = -1;
+                break;
+            }
+            frame->localsplus[oparg] = cell;
+            Py_XDECREF(initial);
+        }
+        else if (opcode == COPY_FREE_VARS) {
+            /* bytecodes.c: closure = func->func_closure;
+             * offset = co_nlocalsplus - oparg (3.11 spells it
+             * co_nlocals + co_nplaincellvars, the same slot);
+             * localsplus[offset + i] = Py_NewRef(closure[i]) */
+#if PY_VERSION_HEX >= 0x030C0000
+            PyObject *fn = frame->f_funcobj;
+#else
+            PyObject *fn = (PyObject *)frame->f_func;
+#endif
+            if (fn == NULL || !PyFunction_Check(fn)) {
+                break;
+            }
+            PyObject *closure = ((PyFunctionObject *)fn)->func_closure;
+            if (oparg != co->co_nfreevars || closure == NULL
+                || !PyTuple_Check(closure) || PyTuple_GET_SIZE(closure) != oparg) {
+                break;
+            }
+            int offset = co->co_nlocalsplus - oparg;
+            for (int j = 0; j < oparg; j++) {
+                /* slots start NULL (_PyFrame_Initialize); be exact anyway */
+                PyObject *old = frame->localsplus[offset + j];
+                frame->localsplus[offset + j] = Py_NewRef(PyTuple_GET_ITEM(closure, j));
+                Py_XDECREF(old);
+            }
+        }
+        else {
+            /* RESUME, RETURN_GENERATOR, or anything unexpected: stop. */
+            break;
+        }
+        ext = 0;
+        i++;
+        done = i;
+    }
+    fc_set_next_index(frame, done);
+    return rc;
+}
+
+/* Copy of _PyFrame_New_NoTrack (Objects/frameobject.c; hidden in 3.11–3.13).
+ * Field initialisation checked against the disassembly of each local build:
+ *   3.11.7/3.12.1: f_back, f_trace, f_trace_lines=1, f_trace_opcodes=0,
+ *                  f_fast_as_locals=0, f_lineno=0
+ *   3.13.0:        f_back, f_trace, f_trace_lines=1, f_trace_opcodes=0,
+ *                  f_lineno=0, f_extra_locals=NULL, f_locals_cache=NULL
+ * f_frame is set by the caller.  The object is NOT GC-tracked: a frame object
+ * backed by a live _PyInterpreterFrame is untracked until take_ownership. */
+static PyFrameObject *
+fc_frame_new_notrack(PyCodeObject *code)
+{
+    int slots = code->co_nlocalsplus + code->co_stacksize;
+    PyFrameObject *f = PyObject_GC_NewVar(PyFrameObject, &PyFrame_Type, slots);
+    if (f == NULL) {
+        return NULL;
+    }
+    f->f_back = NULL;
+    f->f_trace = NULL;
+    f->f_trace_lines = 1;
+    f->f_trace_opcodes = 0;
+#if PY_VERSION_HEX >= 0x030D0000
+    f->f_extra_locals = NULL;
+    f->f_locals_cache = NULL;
+#else
+    f->f_fast_as_locals = 0;
+#endif
+    f->f_lineno = 0;
+    return f;
+}
+
+/* Copy of _PyFrame_MakeAndSetFrameObject (Python/frame.c; hidden).  Like
+ * CPython it preserves a pending exception across the allocation (3.11
+ * PyErr_Fetch/Restore, 3.12+ PyErr_GetRaisedException/SetRaisedException)
+ * and drops it if the allocation fails. */
+static PyFrameObject *
+fc_make_and_set_frame_object(_PyInterpreterFrame *frame)
+{
+    assert(frame->frame_obj == NULL);
+    fc_saved_exc exc;
+    fc_exc_save(&exc);
+    PyFrameObject *f = fc_frame_new_notrack(fc_code(frame));
+    if (f == NULL) {
+        fc_exc_drop(&exc);
+        return NULL;
+    }
+    fc_exc_restore(&exc);
+#if PY_VERSION_HEX < 0x030D0000
+    if (frame->frame_obj) {
+        /* GH-97002 (3.11/3.12 only; 3.13 removed the branch because the GC no
+         * longer runs on allocation): allocating f ran a GC whose finalizers
+         * created this frame's object meanwhile.  Keep that one; make f look
+         * like an owned, cleared frame so frame_dealloc leaves it alone. */
+        f->f_frame = (_PyInterpreterFrame *)f->_f_frame_data;
+        f->f_frame->owner = FRAME_CLEARED;
+        f->f_frame->frame_obj = f;
+        Py_DECREF(f);
+        return frame->frame_obj;
+    }
+#endif
+    assert(frame->owner != FRAME_OWNED_BY_FRAME_OBJECT);
+    f->f_frame = frame;
+    frame->frame_obj = f;
+    return f;
+}
+
+PyFrameObject *
+coextra_fc_frame_object(coextra_raw_frame *raw)
+{
+    _PyInterpreterFrame *frame = FC(raw);
+    if (frame->frame_obj != NULL) {
+        return frame->frame_obj;
+    }
+    PyThreadState *tstate = PyThreadState_Get();
+    if (fc_in_entry_state(tstate, frame)) {
+        PyCodeObject *co = fc_code(frame);
+        if (co->co_flags & FC_GEN_FLAGS) {
+            /* DANGER: the creating call of a generator/coroutine function.
+             * RETURN_GENERATOR (3.11–3.13) memcpy's this frame into the new
+             * generator and pops it, asserting frame->frame_obj == NULL; a
+             * frame object made now would end up referenced by the generator
+             * frame without a reference and pointing at the popped stack
+             * memory (use-after-free).  Resumptions are fine. */
+            PyErr_SetString(PyExc_RuntimeError,
+                            "coextra: no frame object for the creating call of a "
+                            "generator or coroutine function (CPython 3.11+)");
+            return NULL;
+        }
+        fc_link_previous(tstate, frame);
+        /* The prefix allocates (cells); keep a pending exception like
+         * _PyFrame_MakeAndSetFrameObject does. */
+        fc_saved_exc exc;
+        fc_exc_save(&exc);
+        if (fc_run_prefix(frame) < 0) {
+            fc_exc_drop(&exc);
+            return NULL;
+        }
+        fc_exc_restore(&exc);
+    }
+    return fc_make_and_set_frame_object(frame);
+}
+
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+/* ---- 3.12 only: copies of the hidden clear/pop path ---------------------- */
+
+/* Copy of take_ownership (Python/frame.c 3.12; matches the 3.12.1
+ * disassembly of _PyFrame_ClearExceptCode, into which it is inlined).  The
+ * frame object outlives the frame: move the frame's data into the object.
+ * Relies on fc_link_previous() having made frame->previous meaningful. */
+static void
+fc312_take_ownership(PyFrameObject *f, _PyInterpreterFrame *frame)
+{
+    assert(frame->owner != FRAME_OWNED_BY_CSTACK);
+    assert(frame->owner != FRAME_OWNED_BY_FRAME_OBJECT);
+    assert(frame->owner != FRAME_CLEARED);
+    Py_ssize_t size = ((char *)&frame->localsplus[frame->stacktop]) - (char *)frame;
+    Py_INCREF(frame->f_code);   /* the copy's reference; the caller drops the thread frame's */
+    memcpy((_PyInterpreterFrame *)f->_f_frame_data, frame, size);
+    frame = (_PyInterpreterFrame *)f->_f_frame_data;
+    f->f_frame = frame;
+    frame->owner = FRAME_OWNED_BY_FRAME_OBJECT;
+    if (_PyFrame_IsIncomplete(frame)) {
+        /* Never run (our case when disposing): pretend the first RESUME ran. */
+        PyCodeObject *code = frame->f_code;
+        frame->prev_instr = _PyCode_CODE(code) + code->_co_firsttraceable;
+    }
+    assert(f->f_back == NULL);
+    _PyInterpreterFrame *prev = _PyFrame_GetFirstComplete(frame->previous);
+    frame->previous = NULL;
+    if (prev) {
+        assert(prev->owner != FRAME_OWNED_BY_CSTACK);
+        /* _PyFrame_GetFrameObject(prev) would call the hidden
+         * _PyFrame_MakeAndSetFrameObject: use our copy. */
+        PyFrameObject *back = prev->frame_obj;
+        if (back == NULL) {
+            back = fc_make_and_set_frame_object(prev);
+        }
+        if (back == NULL) {
+            /* MemoryError; CPython: "Nothing we can do about it". */
+            PyErr_Clear();
+        }
+        else {
+            f->f_back = (PyFrameObject *)Py_NewRef(back);
+        }
+    }
+    if (!PyObject_GC_IsTracked((PyObject *)f)) {
+        PyObject_GC_Track((PyObject *)f);
+    }
+}
+
+/* Copy of _PyFrame_ClearExceptCode (Python/frame.c 3.12). */
+static void
+fc312_clear_except_code(_PyInterpreterFrame *frame)
+{
+    if (frame->frame_obj) {
+        PyFrameObject *f = frame->frame_obj;
+        frame->frame_obj = NULL;
+        if (Py_REFCNT(f) > 1) {
+            fc312_take_ownership(f, frame);
+            Py_DECREF(f);
+            return;
+        }
+        Py_DECREF(f);
+    }
+    assert(frame->stacktop >= 0);
+    for (int i = 0; i < frame->stacktop; i++) {
+        Py_XDECREF(frame->localsplus[i]);
+    }
+    Py_XDECREF(frame->frame_obj);
+    Py_XDECREF(frame->f_locals);
+    Py_DECREF(frame->f_funcobj);
+}
+
+/* Copy of _PyThreadState_PopFrame (Python/pystate.c 3.12), including the case
+ * where the frame is the first one in its data-stack chunk: the chunk is
+ * released and the thread falls back to the previous chunk (push_chunk never
+ * pops the root chunk).  _PyObject_VirtualFree is hidden; it is
+ * `_PyObject_Arena.free(_PyObject_Arena.ctx, ptr, size)`, and
+ * PyObject_GetArenaAllocator hands out that same _PyObject_Arena (checked in
+ * the 3.12.1 disassembly: both read _PyRuntime.allocators.obj_arena). */
+static void
+fc312_pop_frame(PyThreadState *tstate, _PyInterpreterFrame *frame)
+{
+    assert(tstate->datastack_chunk);
+    PyObject **base = (PyObject **)frame;
+    if (base == &tstate->datastack_chunk->data[0]) {
+        _PyStackChunk *chunk = tstate->datastack_chunk;
+        _PyStackChunk *previous = chunk->previous;
+        assert(previous);
+        tstate->datastack_top = &previous->data[previous->top];
+        tstate->datastack_chunk = previous;
+        PyObjectArenaAllocator arena;
+        PyObject_GetArenaAllocator(&arena);
+        arena.free(arena.ctx, chunk, chunk->size);
+        tstate->datastack_limit = (PyObject **)(((char *)previous) + previous->size);
+    }
+    else {
+        assert(tstate->datastack_top);
+        assert(tstate->datastack_top >= base);
+        tstate->datastack_top = base;
+    }
+}
+#endif /* 3.12 */
+
+#endif /* 3.11+ */
+
+#if PY_VERSION_HEX < 0x030B0000
+PyFrameObject *
+coextra_fc_frame_object(coextra_raw_frame *raw)
+{
+    /* 3.9/3.10: the eval-frame function is handed the frame object itself;
+     * its cells and free variables were set up before the call. */
+    return (PyFrameObject *)FC(raw);
+}
+#endif
+
+/*
+ * DANGER — who owns the frame changed in 3.12 (gh-96421).
+ *   3.9/3.10  the caller (_PyEval_Vector / function_code_fastcall) decrefs the
+ *             PyFrameObject after the eval-frame function returns.
+ *   3.11      the caller (_PyEval_Vector) runs _PyEvalFrameClearAndPop
+ *             unconditionally after the eval-frame function; generator frames
+ *             are finished by gen_send_ex2.
+ *   3.12+     the eval-frame function (callee) must clear and pop the frame
+ *             on every path; the default evaluator does it in RETURN_VALUE /
+ *             exit_unwind (_PyEvalFrameClearAndPop) and RETURN_GENERATOR.
+ * So a hook that returns without delegating must call this on 3.12+, and it
+ * is a no-op before.  Calling it and then also delegating is a double free.
+ */
+void
+coextra_fc_dispose(PyThreadState *tstate, coextra_raw_frame *raw)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    (void)tstate;
+    (void)raw;
+#else
+    _PyInterpreterFrame *frame = FC(raw);
+    /* take_ownership (frame object with refcount > 1) walks frame->previous,
+     * which is garbage at hook time: see fc_link_previous(). */
+    fc_link_previous(tstate, frame);
+#  if PY_VERSION_HEX >= 0x030D0000
+    /* 3.13: exported.  Thread frame: clear_thread_frame (c_recursion_remaining
+     * --/++ around _PyFrame_ClearExceptCode, Py_DECREF(f_executable),
+     * _PyThreadState_PopFrame); generator frame: clear_gen_frame. */
+    _PyEval_FrameClearAndPop(tstate, frame);
+#  else
+    /* 3.12: copy of the static _PyEvalFrameClearAndPop (Python/ceval.c),
+     * i.e. clear_thread_frame / clear_gen_frame, checked against the 3.12.1
+     * disassembly. */
+    if (frame->owner == FRAME_OWNED_BY_THREAD) {
+        /* clear_thread_frame: the frame must be the top of the data stack. */
+        assert((PyObject **)frame + frame->f_code->co_framesize == tstate->datastack_top);
+        tstate->c_recursion_remaining--;
+        assert(frame->frame_obj == NULL || frame->frame_obj->f_frame == frame);
+        fc312_clear_except_code(frame);
+        Py_DECREF(frame->f_code);
+        tstate->c_recursion_remaining++;
+        fc312_pop_frame(tstate, frame);
+    }
+    else {
+        /* clear_gen_frame: finishing a resumed generator frame without running
+         * it makes gen_send_ex2 treat the result as the generator's return
+         * value.  (Semantics differ on 3.9–3.11, where dispose does nothing:
+         * never skip resumptions.) */
+        assert(frame->owner == FRAME_OWNED_BY_GENERATOR);
+        PyGenObject *gen = _PyFrame_GetGenerator(frame);
+        gen->gi_frame_state = FRAME_CLEARED;
+        assert(tstate->exc_info == &gen->gi_exc_state);
+        tstate->exc_info = gen->gi_exc_state.previous_item;
+        gen->gi_exc_state.previous_item = NULL;
+        tstate->c_recursion_remaining--;
+        assert(frame->frame_obj == NULL || frame->frame_obj->f_frame == frame);
+        fc312_clear_except_code(frame);
+        tstate->c_recursion_remaining++;
+        frame->previous = NULL;
+    }
+#  endif
+#endif
+}

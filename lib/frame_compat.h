@@ -1,0 +1,58 @@
+/* frame_compat.h: the ONLY interface to version-specific CPython frame internals (3.9–3.13, 3.14-ready). */
+#ifndef COEXTRA_FRAME_COMPAT_H
+#define COEXTRA_FRAME_COMPAT_H
+
+#include <Python.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The frame handed to an eval-frame function: PyFrameObject* on 3.9/3.10,
+ * struct _PyInterpreterFrame* on 3.11+.  The runtime (C++) only ever passes
+ * it around; every field access happens in frame_compat.c. */
+typedef struct coextra_raw_frame coextra_raw_frame;
+typedef PyObject *(*coextra_raw_eval_fn)(PyThreadState *tstate, coextra_raw_frame *frame, int throwflag);
+
+/* --- eval-frame pointer ------------------------------------------------ */
+/* CPython's _PyEval_EvalFrameDefault, typed for us. */
+coextra_raw_eval_fn coextra_fc_default_eval(void);
+/* _PyInterpreterState_GetEvalFrameFunc; 3.11+ maps NULL to the default. */
+coextra_raw_eval_fn coextra_fc_get_eval(PyInterpreterState *interp);
+/* _PyInterpreterState_SetEvalFrameFunc; setting the default stores NULL on 3.11+. */
+void coextra_fc_set_eval(PyInterpreterState *interp, coextra_raw_eval_fn fn);
+
+/* --- co_extra ----------------------------------------------------------- */
+/* Request an index (3.9–3.11 _PyEval_RequestCodeExtraIndex, 3.12+ PyUnstable_*).
+ * Returns -1 WITHOUT an exception set when CPython's 254 are used up. */
+Py_ssize_t coextra_fc_request_index(freefunc free_fn);
+int coextra_fc_get_extra(PyObject *code, Py_ssize_t index, void **extra);
+int coextra_fc_set_extra(PyObject *code, Py_ssize_t index, void *extra);
+
+/* --- frame view (all borrowed, never fail, never set an exception) ------ */
+PyCodeObject *coextra_fc_code(coextra_raw_frame *frame);
+/* The function object; NULL on 3.9/3.10 (frames have none) and where the
+ * frame's funcobj is not a function. */
+PyObject *coextra_fc_function(coextra_raw_frame *frame);
+PyObject *coextra_fc_globals(coextra_raw_frame *frame);
+/* 1 if this evaluation resumes a generator/coroutine/async generator
+ * (3.11+: owner == FRAME_OWNED_BY_GENERATOR; 3.9/3.10: the code has
+ * CO_GENERATOR|CO_COROUTINE|CO_ASYNC_GENERATOR, since there the creating call
+ * never reaches the eval-frame function).  Such a frame cannot be skipped. */
+int coextra_fc_is_resume(coextra_raw_frame *frame);
+
+/* The PyFrameObject for this frame, created and attached on demand (3.11+
+ * replicates the hidden _PyFrame_MakeAndSetFrameObject).  Borrowed: the frame
+ * keeps it alive.  NULL with an exception set on failure. */
+PyFrameObject *coextra_fc_frame_object(coextra_raw_frame *frame);
+
+/* Finish a frame that was handed to an eval-frame function WITHOUT running it
+ * (the caller must not be a generator resumption).  3.9–3.11: the caller owns
+ * the frame, so nothing happens.  3.12: clear and pop it as ceval's static
+ * clear_thread_frame does.  3.13+: _PyEval_FrameClearAndPop. */
+void coextra_fc_dispose(PyThreadState *tstate, coextra_raw_frame *frame);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* COEXTRA_FRAME_COMPAT_H */

@@ -1,0 +1,284 @@
+// runtime.cpp: creating, publishing, finding and closing the one coextra runtime of each interpreter.
+#include "runtime.hpp"
+#include "api.hpp"
+
+#include <atomic>
+#include <cstring>
+
+namespace coextra {
+
+// The first interpreter that creates a runtime (normally the main one) is
+// published here for the inline slot fast path of coextra.h; the index is
+// filled in when that interpreter's co_extra index is first requested.
+coextra_fast_entry g_fast = {nullptr, -1};
+
+namespace {
+
+// interpreter -> runtime, scanned by the dispatcher on every frame.  Entries
+// are written once per runtime under the GIL of the writing interpreter and
+// cleared at close; readers only compare interpreter pointers they own, so a
+// concurrently changing foreign entry can never match them.  More than
+// kEntries interpreters at once fall back to the interpreter-dict lookup.
+constexpr int kEntries = 16;
+struct InterpEntry {
+    std::atomic<PyInterpreterState *> interp{nullptr};
+    std::atomic<Runtime *> rt{nullptr};
+};
+InterpEntry g_entries[kEntries];
+
+std::atomic<uint32_t> g_generation{0};
+
+void publish_key(char *buf, std::size_t n, unsigned major) {
+    PyOS_snprintf(buf, n, "%s%u", COEXTRA_PUBLISH_PREFIX, major);
+}
+
+void register_entry(Runtime *rt) noexcept {
+    for (auto &e : g_entries) {
+        PyInterpreterState *expected = nullptr;
+        if (e.interp.compare_exchange_strong(expected, rt->interp)) {
+            e.rt.store(rt);
+            return;
+        }
+    }
+}
+
+void unregister_entry(Runtime *rt) noexcept {
+    for (auto &e : g_entries) {
+        if (e.rt.load() == rt) {
+            e.rt.store(nullptr);
+            e.interp.store(nullptr);
+        }
+    }
+    if (g_fast.interp == rt->interp) {
+        // Py_Finalize + Py_Initialize can hand the next interpreter the same
+        // address: forget it before its memory can be reused.
+        g_fast.co_extra_index = -1;
+        g_fast.interp = nullptr;
+    }
+}
+
+Runtime *runtime_from_dict(PyInterpreterState *interp) noexcept {
+    PyObject *dict = PyInterpreterState_GetDict(interp);
+    if (dict == nullptr)
+        return nullptr;
+    char key[64];
+    publish_key(key, sizeof key, COEXTRA_ABI_MAJOR);
+    PyObject *cap = PyDict_GetItemString(dict, key); // borrowed, never raises
+    if (cap == nullptr || !PyCapsule_IsValid(cap, COEXTRA_PUBLISH_CAPSULE))
+        return nullptr;
+    auto *pub = static_cast<coextra_published *>(PyCapsule_GetPointer(cap, COEXTRA_PUBLISH_CAPSULE));
+    if (pub == nullptr || pub->api != coextra_runtime_own_api())
+        return nullptr; // another build's runtime: only its own functions may touch it
+    return static_cast<Runtime *>(PyCapsule_GetContext(cap));
+}
+
+// Runs when the interpreter dict is cleared (PyInterpreterState_Clear, after
+// module teardown) or when the publication is replaced.  From here on no hook
+// runs and the eval-frame function is given back; the Runtime itself lives on
+// while code objects still hold blocks, so that code objects dying after this
+// point still get their slot cleanups (they need the free functions).
+void close_capsule(PyObject *cap) {
+    auto *rt = static_cast<Runtime *>(PyCapsule_GetContext(cap));
+    void *pub = PyCapsule_GetPointer(cap, COEXTRA_PUBLISH_CAPSULE);
+    if (pub == nullptr)
+        PyErr_Clear();
+    PyMem_RawFree(pub);
+    if (rt == nullptr)
+        return;
+    rt->closed = true;
+    runtime_close_hooks(rt);
+    runtime_close_slots(rt);
+    unregister_entry(rt);
+    Py_CLEAR(rt->released_error);
+    runtime_decref(rt);
+}
+
+// Refuse to share an interpreter with a runtime of another ABI major.
+int check_other_majors(PyObject *dict) {
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    char ours[64];
+    publish_key(ours, sizeof ours, COEXTRA_ABI_MAJOR);
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        if (!PyUnicode_Check(key))
+            continue;
+        const char *k = PyUnicode_AsUTF8(key);
+        if (k == nullptr) {
+            PyErr_Clear();
+            continue;
+        }
+        if (std::strncmp(k, COEXTRA_PUBLISH_PREFIX, sizeof(COEXTRA_PUBLISH_PREFIX) - 1) != 0 ||
+            std::strcmp(k, ours) == 0)
+            continue;
+        const char *theirs = "unknown";
+        if (PyCapsule_IsValid(value, COEXTRA_PUBLISH_CAPSULE)) {
+            auto *pub = static_cast<coextra_published *>(PyCapsule_GetPointer(value, COEXTRA_PUBLISH_CAPSULE));
+            if (pub != nullptr && pub->version != nullptr)
+                theirs = pub->version;
+        }
+        PyErr_Format(PyExc_ImportError,
+                     "coextra: this interpreter already runs coextra %s (published as %s); this build is coextra %s "
+                     "(ABI %d.%d), which cannot share it. Load only one major version of coextra.",
+                     theirs, k, COEXTRA_VERSION,
+                     COEXTRA_ABI_MAJOR, COEXTRA_ABI_MINOR);
+        return -1;
+    }
+    return 0;
+}
+
+} // namespace
+
+uint32_t next_generation() noexcept {
+    uint32_t g;
+    do {
+        g = g_generation.fetch_add(1) + 1;
+    } while (g == 0);
+    return g;
+}
+
+Runtime *runtime_for(PyInterpreterState *interp) noexcept {
+    for (auto &e : g_entries) {
+        if (e.interp.load(std::memory_order_acquire) == interp) {
+            Runtime *rt = e.rt.load(std::memory_order_acquire);
+            if (rt != nullptr)
+                return rt;
+        }
+    }
+    return runtime_from_dict(interp);
+}
+
+Runtime *current_runtime() {
+    Runtime *rt = runtime_for(PyInterpreterState_Get());
+    if (rt == nullptr || rt->closed) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "coextra: no coextra runtime in this interpreter (import coextra._coextra "
+                        "in it first), or it is finalizing");
+        return nullptr;
+    }
+    return rt;
+}
+
+void runtime_decref(Runtime *rt) noexcept {
+    if (--rt->refs == 0)
+        unmake(rt);
+}
+
+int check_name(const char *name, const char *what) {
+    if (name == nullptr) {
+        PyErr_Format(PyExc_ValueError, "coextra: %s name is NULL", what);
+        return -1;
+    }
+    std::size_t n = std::strlen(name);
+    if (n == 0) {
+        PyErr_Format(PyExc_ValueError, "coextra: %s name is empty", what);
+        return -1;
+    }
+    if (n > COEXTRA_NAME_MAX) {
+        PyErr_Format(PyExc_ValueError, "coextra: %s name is %zu bytes long; the limit is %d", what, n,
+                     COEXTRA_NAME_MAX);
+        return -1;
+    }
+    PyObject *u = PyUnicode_DecodeUTF8(name, static_cast<Py_ssize_t>(n), "strict");
+    if (u == nullptr) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "coextra: %s name is not valid UTF-8", what);
+        return -1;
+    }
+    Py_DECREF(u);
+    return 0;
+}
+
+} // namespace coextra
+
+using namespace coextra;
+
+extern "C" const coextra_api *coextra_runtime_attach(void) {
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    PyObject *dict = PyInterpreterState_GetDict(interp);
+    if (dict == nullptr) {
+        PyErr_SetString(PyExc_ImportError, "coextra: this interpreter has no state dict");
+        return nullptr;
+    }
+    if (check_other_majors(dict) < 0)
+        return nullptr;
+
+    char key[64];
+    publish_key(key, sizeof key, COEXTRA_ABI_MAJOR);
+    PyObject *cap = PyDict_GetItemString(dict, key);
+    if (cap != nullptr) {
+        auto *pub = PyCapsule_IsValid(cap, COEXTRA_PUBLISH_CAPSULE)
+                        ? static_cast<coextra_published *>(PyCapsule_GetPointer(cap, COEXTRA_PUBLISH_CAPSULE))
+                        : nullptr;
+        if (pub == nullptr || pub->api == nullptr) {
+            PyErr_Format(PyExc_ImportError, "coextra: the interpreter dict holds a forged %s entry", key);
+            return nullptr;
+        }
+        if (pub->api == coextra_runtime_own_api())
+            return pub->api;
+        // A different build of the same major got here first: use its runtime,
+        // provided it offers at least everything this build's table has.
+        volatile uint32_t built_minor = COEXTRA_ABI_MINOR;
+        if (pub->api->abi_minor < built_minor || pub->api->struct_size < sizeof(coextra_api)) {
+            PyErr_Format(PyExc_ImportError,
+                         "coextra: this interpreter already runs coextra %s (ABI %u.%u); this build is "
+                         "coextra %s (ABI %d.%d) and needs at least ABI %d.%d",
+                         pub->version ? pub->version : "unknown", (unsigned)pub->api->abi_major,
+                         (unsigned)pub->api->abi_minor, COEXTRA_VERSION, COEXTRA_ABI_MAJOR,
+                         COEXTRA_ABI_MINOR, COEXTRA_ABI_MAJOR, COEXTRA_ABI_MINOR);
+            return nullptr;
+        }
+        return pub->api;
+    }
+
+    // First import in this interpreter: create and publish.
+    Runtime *rt;
+    try {
+        rt = make<Runtime>();
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+        return nullptr;
+    }
+    rt->interp = interp;
+    rt->released_error = PyErr_NewExceptionWithDoc(
+        "coextra.ReleasedError",
+        "A coextra slot or hook handle was used after it was released or removed, or in another "
+        "interpreter.",
+        PyExc_RuntimeError, nullptr);
+    if (rt->released_error == nullptr) {
+        unmake(rt);
+        return nullptr;
+    }
+    auto *pub = static_cast<coextra_published *>(PyMem_RawMalloc(sizeof(coextra_published)));
+    if (pub == nullptr) {
+        Py_DECREF(rt->released_error);
+        unmake(rt);
+        PyErr_NoMemory();
+        return nullptr;
+    }
+    pub->struct_size = sizeof(coextra_published);
+    pub->abi_major = COEXTRA_ABI_MAJOR;
+    pub->api = coextra_runtime_own_api();
+    pub->version = COEXTRA_VERSION;
+    cap = PyCapsule_New(pub, COEXTRA_PUBLISH_CAPSULE, nullptr);
+    if (cap == nullptr) {
+        PyMem_RawFree(pub);
+        Py_DECREF(rt->released_error);
+        unmake(rt);
+        return nullptr;
+    }
+    if (PyCapsule_SetContext(cap, rt) < 0 || PyCapsule_SetDestructor(cap, close_capsule) < 0 ||
+        PyDict_SetItemString(dict, key, cap) < 0) {
+        PyCapsule_SetContext(cap, nullptr);
+        Py_DECREF(cap); // destructor frees pub
+        Py_DECREF(rt->released_error);
+        unmake(rt);
+        return nullptr;
+    }
+    Py_DECREF(cap);
+    register_entry(rt);
+    if (g_fast.interp == nullptr) {
+        g_fast.co_extra_index = -1;
+        g_fast.interp = interp;
+    }
+    return pub->api;
+}

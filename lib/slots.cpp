@@ -1,0 +1,432 @@
+// slots.cpp: the slot registry: one co_extra index per interpreter, one block per code object, named slots.
+#include "runtime.hpp"
+#include "api.hpp"
+
+#include <cstring>
+
+// The layout the inline fast path of coextra.h reads is frozen for ABI 1.
+static_assert(offsetof(coextra_block, entries) == 0, "coextra_block layout is ABI");
+static_assert(offsetof(coextra_block, capacity) == sizeof(void *), "coextra_block layout is ABI");
+static_assert(sizeof(coextra_block_entry) == sizeof(void *) + 8, "coextra_block_entry layout is ABI");
+static_assert(offsetof(coextra_block_entry, generation) == sizeof(void *), "entry layout is ABI");
+static_assert(offsetof(coextra::Block, pub) == 0, "the public block prefix must come first");
+static_assert(offsetof(coextra_fast_entry, co_extra_index) == sizeof(void *), "fast entry layout is ABI");
+
+namespace coextra {
+namespace {
+
+void block_free_cb(void *p);
+
+// CPython hands out at most 254 co_extra indices per interpreter and never
+// takes one back, so coextra asks for exactly one, the first time a value is
+// stored, and keeps it for the interpreter's life.
+int ensure_index(Runtime *rt) {
+    if (rt->co_extra_index >= 0)
+        return 0;
+    Py_ssize_t idx = coextra_fc_request_index(block_free_cb);
+    if (idx < 0) {
+        // CPython returns -1 WITHOUT setting an exception when it is full.
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError,
+                            "coextra: CPython has no co_extra index left in this interpreter "
+                            "(other tools took all 254)");
+        return -1;
+    }
+    rt->co_extra_index = idx;
+    if (g_fast.interp == rt->interp)
+        g_fast.co_extra_index = idx;
+    return 0;
+}
+
+inline Block *get_block(Runtime *rt, PyObject *code) noexcept {
+    if (rt->co_extra_index < 0)
+        return nullptr;
+    const auto *ce = static_cast<const coextra_code_extra_ *>(reinterpret_cast<PyCodeObject *>(code)->co_extra);
+    if (ce == nullptr || rt->co_extra_index >= ce->ce_size)
+        return nullptr;
+    return static_cast<Block *>(ce->ce_extras[rt->co_extra_index]);
+}
+
+void link_block(Runtime *rt, Block *b) noexcept {
+    b->prev = nullptr;
+    b->next = rt->blocks;
+    if (rt->blocks)
+        rt->blocks->prev = b;
+    rt->blocks = b;
+    rt->n_blocks++;
+    rt->refs++;
+}
+
+void unlink_block(Runtime *rt, Block *b) noexcept {
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        rt->blocks = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    b->prev = b->next = nullptr;
+    rt->n_blocks--;
+}
+
+void destroy_block(Block *b) noexcept {
+    if (b->pub.entries != b->inline_entries)
+        PyMem_RawFree(b->pub.entries);
+    b->pub.magic = 0;
+    PyMem_RawFree(b);
+}
+
+// Grow the entry array in place: the block itself (the pointer CPython holds)
+// never moves, so it is set into co_extra exactly once.
+int grow_block(Block *b, uint32_t needed) {
+    if (needed <= b->pub.capacity)
+        return 0;
+    uint32_t cap = (needed + 3u) & ~3u;
+    auto *e = static_cast<coextra_block_entry *>(PyMem_RawCalloc(cap, sizeof(coextra_block_entry)));
+    if (e == nullptr) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    std::memcpy(e, b->pub.entries, b->pub.capacity * sizeof(coextra_block_entry));
+    if (b->pub.entries != b->inline_entries)
+        PyMem_RawFree(b->pub.entries);
+    b->pub.entries = e;
+    b->pub.capacity = cap;
+    return 0;
+}
+
+Block *ensure_block(Runtime *rt, PyObject *code, uint32_t needed) {
+    if (ensure_index(rt) < 0)
+        return nullptr;
+    Block *b = get_block(rt, code);
+    if (b == nullptr) {
+        b = static_cast<Block *>(PyMem_RawCalloc(1, sizeof(Block)));
+        if (b == nullptr) {
+            PyErr_NoMemory();
+            return nullptr;
+        }
+        b->pub.entries = b->inline_entries;
+        b->pub.capacity = Block::kInline;
+        b->pub.magic = COEXTRA_BLOCK_MAGIC;
+        b->rt = rt;
+        if (grow_block(b, needed) < 0) {
+            destroy_block(b);
+            return nullptr;
+        }
+        // The slot is empty, so SetExtra has no old value to free.
+        if (coextra_fc_set_extra(code, rt->co_extra_index, b) < 0) {
+            destroy_block(b);
+            return nullptr;
+        }
+        link_block(rt, b);
+        return b;
+    }
+    if (grow_block(b, needed) < 0)
+        return nullptr;
+    return b;
+}
+
+// The co_extra free function.  CPython's code_dealloc calls it for EVERY
+// index below the array's size, with NULL where nothing was stored (3.9–3.14,
+// contrary to the docs), and it runs before weakref callbacks.  It may run
+// after the interpreter dict was cleared (the runtime is then closed but still
+// alive: every block holds a reference to it).
+void block_free_cb(void *p) {
+    if (p == nullptr)
+        return;
+    auto *b = static_cast<Block *>(p);
+    if (b->pub.magic != COEXTRA_BLOCK_MAGIC)
+        return; // not ours: never touch foreign data
+    Runtime *rt = b->rt;
+    RegistryLock lock;
+    unlink_block(rt, b);
+    // Unlinked, the block is unreachable to everyone else: a free function
+    // that reserves or releases slots cannot see it.  Re-read rt->slots on
+    // every step because such a call may reallocate it.
+    for (uint32_t i = 0; i < b->pub.capacity; i++) {
+        coextra_block_entry &e = b->pub.entries[i];
+        if (e.value == nullptr)
+            continue;
+        void *value = e.value;
+        e.value = nullptr;
+        e.generation = 0;
+        SlotRec &rec = rt->slots[i];
+        coextra_free_fn fn = rec.free_fn;
+        void *ctx = rec.ctx;
+        rec.live--;
+        if (fn != nullptr)
+            fn(value, ctx);
+    }
+    destroy_block(b);
+    runtime_decref(rt);
+}
+
+int type_error_code(PyObject *code) {
+    if (code == nullptr)
+        PyErr_SetString(PyExc_TypeError, "coextra: expected a code object, got NULL");
+    else
+        PyErr_Format(PyExc_TypeError, "coextra: expected a code object, got %.200s", Py_TYPE(code)->tp_name);
+    return -1;
+}
+
+} // namespace
+
+SlotRec *lookup_slot(Runtime *rt, coextra_slot slot) noexcept {
+    if (slot.generation == 0 || slot.index == 0 || slot.index > rt->slots.size())
+        return nullptr;
+    SlotRec &rec = rt->slots[slot.index - 1];
+    return rec.generation == slot.generation ? &rec : nullptr;
+}
+
+SlotRec *checked_slot(Runtime *rt, coextra_slot slot) {
+    SlotRec *rec = lookup_slot(rt, slot);
+    if (rec != nullptr)
+        return rec;
+    if (slot.index == 0 && slot.generation == 0)
+        PyErr_SetString(PyExc_ValueError, "coextra: the zero slot handle names no slot");
+    else
+        PyErr_Format(rt->released_error,
+                     "coextra: slot handle (index %u, generation %u) is released, or belongs to "
+                     "another interpreter",
+                     (unsigned)slot.index, (unsigned)slot.generation);
+    return nullptr;
+}
+
+void *slot_get_in(Runtime *rt, PyObject *code, coextra_slot slot) noexcept {
+    Block *b = get_block(rt, code);
+    uint32_t i = slot.index - 1u;
+    if (b == nullptr || i >= b->pub.capacity || b->pub.entries[i].generation != slot.generation ||
+        slot.generation == 0)
+        return nullptr;
+    return b->pub.entries[i].value;
+}
+
+void runtime_close_slots(Runtime *rt) noexcept {
+    // Values stay where they are: each code object that still holds a block
+    // runs its free functions when it dies.  Names go, so nothing can look
+    // a slot up any more.
+    rt->slot_names.clear();
+}
+
+namespace api {
+
+int slot_reserve_ex(const char *name, coextra_free_fn free_fn, void *ctx, uint32_t flags,
+                    coextra_slot *out) noexcept {
+    RegistryLock lock;
+    if (out == nullptr) {
+        PyErr_SetString(PyExc_ValueError, "coextra_slot_reserve: out is NULL");
+        return -1;
+    }
+    *out = coextra_slot{0, 0};
+    Runtime *rt = current_runtime();
+    if (rt == nullptr || check_name(name, "slot") < 0)
+        return -1;
+    try {
+        String key(name);
+        if (rt->slot_names.find(key) != rt->slot_names.end()) {
+            PyErr_Format(PyExc_ValueError, "coextra: a slot named '%s' already exists", name);
+            return -1;
+        }
+        if (rt->slots.size() >= UINT32_MAX - 1) {
+            PyErr_SetString(PyExc_OverflowError, "coextra: too many slots");
+            return -1;
+        }
+        // Everything that can allocate happens before the first change.
+        rt->slots.reserve(rt->slots.size() + 1);
+        rt->free_indices.reserve(rt->slots.size() + 1);
+        SlotRec rec;
+        rec.name = key;
+        uint32_t index;
+        if (!rt->free_indices.empty()) {
+            auto lowest = rt->free_indices.begin();
+            for (auto it = rt->free_indices.begin(); it != rt->free_indices.end(); ++it)
+                if (*it < *lowest)
+                    lowest = it;
+            index = *lowest;
+        } else {
+            index = static_cast<uint32_t>(rt->slots.size()) + 1;
+        }
+        rt->slot_names.emplace(std::move(key), index);
+        // No allocation below this line.
+        if (index == rt->slots.size() + 1) {
+            rt->slots.emplace_back();
+        } else {
+            for (auto it = rt->free_indices.begin(); it != rt->free_indices.end(); ++it)
+                if (*it == index) {
+                    rt->free_indices.erase(it);
+                    break;
+                }
+        }
+        SlotRec &r = rt->slots[index - 1];
+        r.name.swap(rec.name);
+        r.free_fn = free_fn;
+        r.ctx = ctx;
+        r.flags = flags;
+        r.live = 0;
+        r.generation = next_generation();
+        *out = coextra_slot{index, r.generation};
+        return 0;
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+        return -1;
+    }
+}
+
+int slot_reserve(const char *name, coextra_free_fn free_fn, void *ctx, coextra_slot *out) noexcept {
+    return slot_reserve_ex(name, free_fn, ctx, 0, out);
+}
+
+int slot_release(coextra_slot slot) noexcept {
+    RegistryLock lock;
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    if (rec == nullptr)
+        return -1;
+    Vector<void *> values;
+    try {
+        values.reserve(rec->live);
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    // Detach every value first (walking only the blocks coextra tracks, never
+    // the heap), then run the free functions: they may run arbitrary code,
+    // including code that reserves this very index again.
+    const uint32_t i = slot.index - 1;
+    for (Block *b = rt->blocks; b != nullptr; b = b->next) {
+        if (i >= b->pub.capacity)
+            continue;
+        coextra_block_entry &e = b->pub.entries[i];
+        if (e.generation != slot.generation)
+            continue;
+        if (e.value != nullptr) {
+            values.push_back(e.value); // within the reserved capacity
+            b->n_values--;
+        }
+        e.value = nullptr;
+        e.generation = 0;
+    }
+    coextra_free_fn fn = rec->free_fn;
+    void *ctx = rec->ctx;
+    rt->slot_names.erase(rec->name);
+    rec->name.clear();
+    rec->free_fn = nullptr;
+    rec->ctx = nullptr;
+    rec->generation = 0;
+    rec->live = 0;
+    rt->free_indices.push_back(slot.index); // capacity reserved when the slot was made
+    if (fn != nullptr)
+        for (void *v : values)
+            fn(v, ctx);
+    return 0;
+}
+
+int slot_clear(PyObject *code, coextra_slot slot) noexcept {
+    RegistryLock lock;
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    if (rec == nullptr)
+        return -1;
+    if (code == nullptr || !PyCode_Check(code))
+        return type_error_code(code);
+    Block *b = get_block(rt, code);
+    const uint32_t i = slot.index - 1;
+    if (b == nullptr || i >= b->pub.capacity || b->pub.entries[i].generation != slot.generation)
+        return 0;
+    void *old = b->pub.entries[i].value;
+    b->pub.entries[i].value = nullptr;
+    b->pub.entries[i].generation = 0;
+    if (old == nullptr)
+        return 0;
+    b->n_values--;
+    rec->live--;
+    if (rec->free_fn != nullptr)
+        rec->free_fn(old, rec->ctx);
+    return 0;
+}
+
+int slot_set(PyObject *code, coextra_slot slot, void *value) noexcept {
+    if (value == nullptr)
+        return slot_clear(code, slot);
+    RegistryLock lock;
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    if (rec == nullptr)
+        return -1;
+    if (code == nullptr || !PyCode_Check(code))
+        return type_error_code(code);
+    Block *b = ensure_block(rt, code, slot.index);
+    if (b == nullptr)
+        return -1;
+    coextra_block_entry &e = b->pub.entries[slot.index - 1];
+    void *old = e.generation == slot.generation ? e.value : nullptr;
+    e.value = value;
+    e.generation = slot.generation;
+    if (old == value)
+        return 0; // storing the same pointer again frees nothing
+    if (old == nullptr) {
+        b->n_values++;
+        rec->live++;
+        return 0;
+    }
+    // Like CPython's SetExtra: the replaced value is freed, after the store.
+    if (rec->free_fn != nullptr)
+        rec->free_fn(old, rec->ctx);
+    return 0;
+}
+
+void *slot_get(PyObject *code, coextra_slot slot) noexcept {
+    if (code == nullptr || !PyCode_Check(code))
+        return nullptr;
+    Runtime *rt = runtime_for(PyInterpreterState_Get());
+    if (rt == nullptr)
+        return nullptr;
+    return slot_get_in(rt, code, slot);
+}
+
+Py_ssize_t slot_live(coextra_slot slot) noexcept {
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    return rec ? static_cast<Py_ssize_t>(rec->live) : -1;
+}
+
+PyObject *slots_info() noexcept {
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return nullptr;
+    PyObject *list = PyList_New(0);
+    if (list == nullptr)
+        return nullptr;
+    for (std::size_t i = 0; i < rt->slots.size(); i++) {
+        const SlotRec &r = rt->slots[i];
+        if (r.generation == 0)
+            continue;
+        PyObject *t = Py_BuildValue("(s#nnO)", r.name.data(), (Py_ssize_t)r.name.size(), (Py_ssize_t)(i + 1),
+                                    (Py_ssize_t)r.live, (r.flags & COEXTRA_FLAG_PYTHON) ? Py_False : Py_True);
+        if (t == nullptr || PyList_Append(list, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(list);
+            return nullptr;
+        }
+        Py_DECREF(t);
+    }
+    return list;
+}
+
+PyObject *released_error_type() noexcept {
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return nullptr;
+    Py_INCREF(rt->released_error);
+    return rt->released_error;
+}
+
+} // namespace api
+} // namespace coextra

@@ -1,0 +1,306 @@
+// PySlot.cpp: coextra.Slot, a per-code slot holding Python objects, with on_free callbacks.
+#include "bindings.hpp"
+
+#include <structmember.h>
+
+#include <cstring>
+
+namespace coextra::py {
+
+// What the runtime's free function receives.  It lives on the heap, not in
+// the Slot object, because code objects can die after the Slot: if the slot
+// could not be released (the interpreter's runtime was already closed at
+// finalization), the values left in code objects still find their on_free.
+struct SlotCtx {
+    PyObject *on_free; // strong, may be NULL
+};
+
+struct SlotObject {
+    PyObject_HEAD
+    const coextra_api *api;
+    coextra_slot handle; // zero once released
+    PyObject *name;
+    SlotCtx *ctx;
+    PyObject *weakrefs;
+};
+
+namespace {
+
+// Runs whenever a value leaves the slot: replaced, deleted, its code object
+// died (possibly inside code_dealloc, on any thread, with an exception
+// pending), or the slot was released.  Never lets an exception escape.
+void py_slot_free(void *value, void *ctx_) {
+    auto *ctx = static_cast<SlotCtx *>(ctx_);
+    auto *v = static_cast<PyObject *>(value);
+    if (ctx != nullptr && ctx->on_free != nullptr) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *r = PyObject_CallOneArg(ctx->on_free, v);
+        if (r == nullptr)
+            PyErr_WriteUnraisable(ctx->on_free);
+        Py_XDECREF(r);
+        PyErr_Restore(et, ev, tb);
+    }
+    Py_DECREF(v);
+}
+
+SlotObject *as_slot(PyObject *self) { return reinterpret_cast<SlotObject *>(self); }
+
+int check_live(SlotObject *s) {
+    if (s->handle.generation != 0)
+        return 0;
+    ModuleState *st = state_from_type(Py_TYPE(s));
+    PyErr_Format(st ? st->released_error : PyExc_RuntimeError, "coextra: slot %R has been released", s->name);
+    return -1;
+}
+
+int check_code(PyObject *key) {
+    if (PyCode_Check(key))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "coextra.Slot keys must be code objects, not %.200s", Py_TYPE(key)->tp_name);
+    return -1;
+}
+
+int do_release(SlotObject *s) {
+    if (s->handle.generation == 0)
+        return 0;
+    if (s->api->slot_release(s->handle) < 0)
+        return -1;
+    s->handle = coextra_slot{0, 0};
+    Py_CLEAR(s->ctx->on_free);
+    PyMem_RawFree(s->ctx);
+    s->ctx = nullptr;
+    return 0;
+}
+
+PyObject *slot_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static const char *kwlist[] = {"name", "on_free", nullptr};
+    PyObject *name, *on_free = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|$O:Slot", const_cast<char **>(kwlist), &name, &on_free))
+        return nullptr;
+    if (on_free != Py_None && !PyCallable_Check(on_free)) {
+        PyErr_SetString(PyExc_TypeError, "coextra.Slot: on_free must be callable or None");
+        return nullptr;
+    }
+    ModuleState *st = state_from_type(type);
+    if (st == nullptr)
+        return nullptr;
+    const char *cname = PyUnicode_AsUTF8(name);
+    if (cname == nullptr)
+        return nullptr;
+    Py_ssize_t nbytes;
+    PyUnicode_AsUTF8AndSize(name, &nbytes);
+    if (static_cast<size_t>(nbytes) != std::strlen(cname)) {
+        PyErr_SetString(PyExc_ValueError, "coextra.Slot: name contains a NUL character");
+        return nullptr;
+    }
+    auto *ctx = static_cast<SlotCtx *>(PyMem_RawMalloc(sizeof(SlotCtx)));
+    if (ctx == nullptr)
+        return PyErr_NoMemory();
+    ctx->on_free = nullptr;
+    auto *self = as_slot(type->tp_alloc(type, 0));
+    if (self == nullptr) {
+        PyMem_RawFree(ctx);
+        return nullptr;
+    }
+    self->api = st->api;
+    self->handle = coextra_slot{0, 0};
+    self->ctx = ctx;
+    Py_INCREF(name);
+    self->name = name;
+    if (st->api->slot_reserve_ex(cname, py_slot_free, ctx, COEXTRA_FLAG_PYTHON, &self->handle) < 0) {
+        Py_DECREF(self);
+        return nullptr;
+    }
+    if (on_free != Py_None) {
+        Py_INCREF(on_free);
+        ctx->on_free = on_free;
+    }
+    return reinterpret_cast<PyObject *>(self);
+}
+
+void slot_dealloc(PyObject *self_) {
+    SlotObject *s = as_slot(self_);
+    PyTypeObject *tp = Py_TYPE(self_);
+    PyObject_GC_UnTrack(self_);
+    if (s->weakrefs)
+        PyObject_ClearWeakRefs(self_);
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (s->handle.generation != 0 && s->api->slot_release(s->handle) < 0) {
+        // The runtime is gone (late finalization): the values left in code
+        // objects still need ctx, so it is deliberately not freed.
+        PyErr_Clear();
+        s->ctx = nullptr;
+    }
+    PyErr_Restore(et, ev, tb);
+    if (s->ctx != nullptr) {
+        Py_CLEAR(s->ctx->on_free);
+        PyMem_RawFree(s->ctx);
+    }
+    Py_CLEAR(s->name);
+    tp->tp_free(self_);
+    Py_DECREF(tp);
+}
+
+int slot_traverse(PyObject *self, visitproc visit, void *arg) {
+    SlotObject *s = as_slot(self);
+    Py_VISIT(Py_TYPE(self));
+    if (s->ctx)
+        Py_VISIT(s->ctx->on_free);
+    return 0;
+}
+
+PyObject *slot_getitem(PyObject *self, PyObject *key) {
+    SlotObject *s = as_slot(self);
+    if (check_live(s) < 0 || check_code(key) < 0)
+        return nullptr;
+    auto *v = static_cast<PyObject *>(s->api->slot_get(key, s->handle));
+    if (v == nullptr) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return nullptr;
+    }
+    Py_INCREF(v);
+    return v;
+}
+
+int slot_setitem(PyObject *self, PyObject *key, PyObject *value) {
+    SlotObject *s = as_slot(self);
+    if (check_live(s) < 0 || check_code(key) < 0)
+        return -1;
+    if (value == nullptr) {
+        if (s->api->slot_get(key, s->handle) == nullptr) {
+            PyErr_SetObject(PyExc_KeyError, key);
+            return -1;
+        }
+        return s->api->slot_clear(key, s->handle);
+    }
+    Py_INCREF(value);
+    if (s->api->slot_set(key, s->handle, value) < 0) {
+        Py_DECREF(value);
+        return -1;
+    }
+    return 0;
+}
+
+Py_ssize_t slot_len(PyObject *self) {
+    SlotObject *s = as_slot(self);
+    if (check_live(s) < 0)
+        return -1;
+    return s->api->slot_live(s->handle);
+}
+
+int slot_contains(PyObject *self, PyObject *key) {
+    SlotObject *s = as_slot(self);
+    if (check_live(s) < 0 || check_code(key) < 0)
+        return -1;
+    return s->api->slot_get(key, s->handle) != nullptr;
+}
+
+PyObject *slot_get_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "get expected 1 or 2 arguments, got %zd", nargs);
+        return nullptr;
+    }
+    SlotObject *s = as_slot(self);
+    if (check_live(s) < 0 || check_code(args[0]) < 0)
+        return nullptr;
+    auto *v = static_cast<PyObject *>(s->api->slot_get(args[0], s->handle));
+    if (v == nullptr)
+        v = nargs == 2 ? args[1] : Py_None;
+    Py_INCREF(v);
+    return v;
+}
+
+PyObject *slot_release_method(PyObject *self, PyObject *) {
+    SlotObject *s = as_slot(self);
+    if (check_live(s) < 0 || do_release(s) < 0)
+        return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject *slot_enter(PyObject *self, PyObject *) {
+    if (check_live(as_slot(self)) < 0)
+        return nullptr;
+    Py_INCREF(self);
+    return self;
+}
+
+PyObject *slot_exit(PyObject *self, PyObject *) {
+    if (do_release(as_slot(self)) < 0)
+        return nullptr;
+    Py_RETURN_FALSE;
+}
+
+PyObject *slot_get_released(PyObject *self, void *) { return PyBool_FromLong(as_slot(self)->handle.generation == 0); }
+PyObject *slot_get_index(PyObject *self, void *) {
+    SlotObject *s = as_slot(self);
+    if (check_live(s) < 0)
+        return nullptr;
+    return PyLong_FromUnsignedLong(s->handle.index);
+}
+PyObject *slot_get_name(PyObject *self, void *) {
+    Py_INCREF(as_slot(self)->name);
+    return as_slot(self)->name;
+}
+
+PyObject *slot_repr(PyObject *self) {
+    SlotObject *s = as_slot(self);
+    if (s->handle.generation == 0)
+        return PyUnicode_FromFormat("<coextra.Slot %R released>", s->name);
+    return PyUnicode_FromFormat("<coextra.Slot %R index=%u live=%zd>", s->name, (unsigned)s->handle.index,
+                                s->api->slot_live(s->handle));
+}
+
+PyMethodDef slot_methods[] = {
+    {"get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(slot_get_method)), METH_FASTCALL,
+     "get(code, default=None): the value stored for code, or default."},
+    {"release", slot_release_method, METH_NOARGS,
+     "Drop the value of every code object (on_free runs for each) and retire the slot."},
+    {"__enter__", slot_enter, METH_NOARGS, nullptr},
+    {"__exit__", slot_exit, METH_VARARGS, nullptr},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyGetSetDef slot_getset[] = {
+    {"released", slot_get_released, nullptr, "True once release() ran.", nullptr},
+    {"index", slot_get_index, nullptr, "The slot's index in this interpreter's slot table.", nullptr},
+    {"name", slot_get_name, nullptr, "The slot's unique name.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+PyMemberDef slot_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(SlotObject, weakrefs), READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr}};
+
+PyType_Slot slot_slots[] = {
+    {Py_tp_new, reinterpret_cast<void *>(slot_new)},
+    {Py_tp_dealloc, reinterpret_cast<void *>(slot_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void *>(slot_traverse)},
+    {Py_tp_repr, reinterpret_cast<void *>(slot_repr)},
+    {Py_tp_methods, slot_methods},
+    {Py_tp_getset, slot_getset},
+    {Py_tp_members, slot_members},
+    {Py_mp_subscript, reinterpret_cast<void *>(slot_getitem)},
+    {Py_mp_ass_subscript, reinterpret_cast<void *>(slot_setitem)},
+    {Py_mp_length, reinterpret_cast<void *>(slot_len)},
+    {Py_sq_contains, reinterpret_cast<void *>(slot_contains)},
+    {Py_tp_doc, const_cast<char *>("Slot(name, *, on_free=None)\n--\n\n"
+                                   "A named per-code-object slot holding Python objects.")},
+    {0, nullptr}};
+
+} // namespace
+
+PyType_Spec slot_spec = {"coextra.Slot", sizeof(SlotObject), 0,
+                         Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, slot_slots};
+
+coextra_slot slot_handle(PyObject *obj, ModuleState *st) {
+    if (!PyObject_TypeCheck(obj, reinterpret_cast<PyTypeObject *>(st->slot_type))) {
+        PyErr_Format(PyExc_TypeError, "expected a coextra.Slot, got %.200s", Py_TYPE(obj)->tp_name);
+        return coextra_slot{0, 0};
+    }
+    SlotObject *s = as_slot(obj);
+    if (check_live(s) < 0)
+        return coextra_slot{0, 0};
+    return s->handle;
+}
+
+} // namespace coextra::py

@@ -1,0 +1,128 @@
+/* consumer_c.c: a third-party-style C extension built only against include/coextra/coextra.h. */
+#include <coextra/coextra.h>
+
+/* Values are heap ints; the free function counts how often it ran. */
+static coextra_slot g_slot;
+static long g_freed;
+
+static void free_int(void *value, void *ctx) {
+    (void)ctx;
+    g_freed++;
+    PyMem_RawFree(value);
+}
+
+static int parse_handle(PyObject *args, PyObject **code, coextra_slot *s, long *value) {
+    unsigned int index, generation;
+    if (value != NULL)
+        return PyArg_ParseTuple(args, "OIIl", code, &index, &generation, value) ? (s->index = index, s->generation = generation, 0) : -1;
+    return PyArg_ParseTuple(args, "OII", code, &index, &generation) ? (s->index = index, s->generation = generation, 0) : -1;
+}
+
+/* reserve(name) -> (index, generation); the module's own slot */
+static PyObject *reserve(PyObject *m, PyObject *args) {
+    const char *name;
+    PyObject *name_obj;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O", &name_obj))
+        return NULL;
+    if (name_obj == Py_None) {
+        name = NULL; /* bad input on purpose: the runtime must refuse it */
+    } else if (!(name = PyUnicode_AsUTF8(name_obj))) {
+        return NULL;
+    }
+    if (coextra_slot_reserve(name, free_int, NULL, &g_slot) < 0)
+        return NULL;
+    return Py_BuildValue("(II)", g_slot.index, g_slot.generation);
+}
+
+static PyObject *set_value(PyObject *m, PyObject *args) {
+    PyObject *code;
+    coextra_slot s;
+    long v;
+    long *p;
+    (void)m;
+    if (parse_handle(args, &code, &s, &v) < 0)
+        return NULL;
+    p = (long *)PyMem_RawMalloc(sizeof(long));
+    if (p == NULL)
+        return PyErr_NoMemory();
+    *p = v;
+    if (coextra_slot_set(code, s, p) < 0) {
+        PyMem_RawFree(p);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *get_value(PyObject *m, PyObject *args) {
+    PyObject *code;
+    coextra_slot s;
+    long *p;
+    (void)m;
+    if (parse_handle(args, &code, &s, NULL) < 0)
+        return NULL;
+    p = (long *)coextra_slot_get(code, s);
+    if (p == NULL)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(*p);
+}
+
+static PyObject *clear_value(PyObject *m, PyObject *args) {
+    PyObject *code;
+    coextra_slot s;
+    (void)m;
+    if (parse_handle(args, &code, &s, NULL) < 0)
+        return NULL;
+    if (coextra_slot_clear(code, s) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *release(PyObject *m, PyObject *args) {
+    unsigned int index, generation;
+    coextra_slot s;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "II", &index, &generation))
+        return NULL;
+    s.index = index;
+    s.generation = generation;
+    if (coextra_slot_release(s) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *freed(PyObject *m, PyObject *noargs) {
+    (void)m;
+    (void)noargs;
+    return PyLong_FromLong(g_freed);
+}
+
+/* The address of the table this extension uses: equal in every consumer of
+ * one interpreter when they all reach the same runtime. */
+static PyObject *table_address(PyObject *m, PyObject *noargs) {
+    (void)m;
+    (void)noargs;
+    return PyLong_FromVoidPtr((void *)coextra_api_ptr_);
+}
+
+static PyMethodDef methods[] = {
+    {"reserve", reserve, METH_VARARGS, "reserve(name) -> (index, generation)"},
+    {"set", set_value, METH_VARARGS, "set(code, index, generation, int)"},
+    {"get", get_value, METH_VARARGS, "get(code, index, generation) -> int or None"},
+    {"clear", clear_value, METH_VARARGS, "clear(code, index, generation)"},
+    {"release", release, METH_VARARGS, "release(index, generation)"},
+    {"freed", freed, METH_NOARGS, "number of values freed"},
+    {"table_address", table_address, METH_NOARGS, "address of the coextra table in use"},
+    {NULL, NULL, 0, NULL}};
+
+static int exec_module(PyObject *m) {
+    (void)m;
+    return coextra_import();
+}
+
+static PyModuleDef_Slot slots[] = {{Py_mod_exec, (void *)exec_module}, {0, NULL}};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "coextra_test_consumer_c", NULL, 0, methods, slots,
+                                    NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit_coextra_test_consumer_c(void) { return PyModuleDef_Init(&moddef); }

@@ -1,0 +1,78 @@
+// consumer_cpp.cpp: a third-party-style C++ extension built only against include/coextra/coextra.hpp.
+#include <coextra/coextra.hpp>
+
+#include <memory>
+#include <string>
+
+namespace {
+
+// Each code object tagged by this tool holds a std::string.
+coextra::Slot<std::string> g_tags;
+
+PyObject *reserve(PyObject *, PyObject *args) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name))
+        return nullptr;
+    if (g_tags.reserve(name) < 0)
+        return nullptr;
+    return Py_BuildValue("(II)", g_tags.handle().index, g_tags.handle().generation);
+}
+
+PyObject *tag(PyObject *, PyObject *args) {
+    PyObject *code;
+    const char *text;
+    if (!PyArg_ParseTuple(args, "Os", &code, &text))
+        return nullptr;
+    if (g_tags.set(code, std::make_unique<std::string>(text)) < 0)
+        return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject *get_tag(PyObject *, PyObject *code) {
+    const std::string *s = g_tags.get(code);
+    if (s == nullptr)
+        Py_RETURN_NONE;
+    return PyUnicode_FromStringAndSize(s->data(), static_cast<Py_ssize_t>(s->size()));
+}
+
+PyObject *untag(PyObject *, PyObject *code) {
+    if (g_tags.clear(code) < 0)
+        return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject *release(PyObject *, PyObject *) {
+    if (g_tags.release() < 0)
+        return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject *table_address(PyObject *, PyObject *) {
+    return PyLong_FromVoidPtr(const_cast<coextra_api *>(coextra_api_ptr_));
+}
+
+PyMethodDef methods[] = {
+    {"reserve", reserve, METH_VARARGS, "reserve(name) -> (index, generation)"},
+    {"tag", tag, METH_VARARGS, "tag(code, text)"},
+    {"get_tag", get_tag, METH_O, "get_tag(code) -> str or None"},
+    {"untag", untag, METH_O, "untag(code)"},
+    {"release", release, METH_NOARGS, "release the slot"},
+    {"table_address", table_address, METH_NOARGS, "address of the coextra table in use"},
+    {nullptr, nullptr, 0, nullptr}};
+
+int exec_module(PyObject *) { return coextra::import(); }
+
+void free_module(void *) {
+    // Release while the interpreter is still there (static destructors run too late).
+    if (g_tags.ok() && g_tags.release() < 0)
+        PyErr_Clear();
+}
+
+PyModuleDef_Slot slots[] = {{Py_mod_exec, reinterpret_cast<void *>(exec_module)}, {0, nullptr}};
+
+PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "coextra_test_consumer_cpp", nullptr, 0, methods, slots,
+                      nullptr, nullptr, free_module};
+
+} // namespace
+
+PyMODINIT_FUNC PyInit_coextra_test_consumer_cpp(void) { return PyModuleDef_Init(&moddef); }
