@@ -11,7 +11,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.join(ROOT, "build")
+BUILD = os.environ.get("COEXTRA_BUILD_DIR") or os.path.join(ROOT, "build")
 MIN_VERSION = (3, 9)
 
 
