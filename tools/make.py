@@ -90,7 +90,8 @@ def build_one(tag, exe, logf, extra_opts=()):
     prefix = os.path.join(BUILD, "install-" + tag)
     if not os.path.exists(os.path.join(bdir, "build.ninja")):
         rc, out = run(["meson", "setup", bdir, "-Dpython=" + exe, "--prefix=" + prefix,
-                       "-Dpython.platlibdir=" + stage, "-Dpython.purelibdir=" + stage] + list(extra_opts),
+                       "-Dpython.platlibdir=" + stage, "-Dpython.purelibdir=" + stage] + list(extra_opts)
+                      + os.environ.get("COEXTRA_MESON_OPTS", "").split(),
                       logf)
         if rc != 0:
             return False, "meson setup failed"
@@ -160,7 +161,21 @@ def suite_unittest(tag, exe, logf, directory="tests/python"):
     return passed, failed, ("%s skipped" % m[3]) if int(m[3]) else ""
 
 
-SUITES = [("doctest", suite_doctest), ("unittest", suite_unittest)]
+def suite_packaging(tag, exe, logf):
+    """pip install into a venv, pkg-config, the out-of-tree template: Debian's Python only (python3-mesonpy)."""
+    if not tag.endswith("-system"):
+        return 0, 0, "n/a (system Python only)"
+    rc, out = run(["bash", os.path.join(ROOT, "tests", "packaging", "run_packaging.sh"), exe,
+                   os.path.join(BUILD, "install-" + tag), os.path.join(BUILD, "packaging-" + tag)],
+                  logf, timeout=1200)
+    passed = len(re.findall(r"^PASS ", out, re.M))
+    failed = len(re.findall(r"^FAIL ", out, re.M))
+    if rc != 0 or passed == 0:
+        failed = max(failed, 1)
+    return passed, failed, ""
+
+
+SUITES = [("doctest", suite_doctest), ("unittest", suite_unittest), ("packaging", suite_packaging)]
 
 
 def cmd_test(args):
