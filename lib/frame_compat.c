@@ -363,8 +363,9 @@ fc_in_entry_state(PyThreadState *tstate, _PyInterpreterFrame *frame)
  * those can run.  The evaluator overwrites it on entry, so this is harmless
  * when the frame is delegated afterwards.  (The simpler alternative, NULL,
  * would also be safe but would give a kept frame object f_back = None.)
- * Generator-owned frames arrive with previous == NULL (set on every
- * suspension and by _PyFrame_Copy) and are left alone.
+ * Generator-owned frames are left alone: 3.12/3.13 hand them over with
+ * previous == NULL (set on every suspension and by _PyFrame_Copy), 3.11's
+ * gen_send_ex2 links them to the caller before evaluating.
  */
 static void
 fc_link_previous(PyThreadState *tstate, _PyInterpreterFrame *frame)
@@ -376,37 +377,45 @@ fc_link_previous(PyThreadState *tstate, _PyInterpreterFrame *frame)
 
 /*
  * DANGER — the frame a hook sees is INCOMPLETE (3.11+): the prefix
- * instructions MAKE_CELL (wrap each cell variable, arguments included, in a
- * cell) and COPY_FREE_VARS (copy the closure cells into the free-variable
- * slots) that precede the first RESUME have not run.  CPython's frame-object
- * code only half copes with that:
- *   3.11/3.12  frame.f_locals (_PyFrame_FastToLocalsWithError /
- *              frame_get_var) does `PyCell_GET(value)` for every CO_FAST_FREE
- *              slot once lasti >= 0, with no NULL check, and only
- *              initialises free vars itself if code[0] is COPY_FREE_VARS.
- *              A function with free AND cell variables at hook time, or any
- *              closure whose kept frame object went through take_ownership
- *              (which pretends RESUME ran), dereferences NULL.
+ * instructions that precede the first RESUME have not run.  The compiler
+ * emits them in this order (checked with dis on 3.11.7/3.12.1/3.13.0):
+ *     [COPY_FREE_VARS n]   copy the closure's cells into the free slots
+ *     MAKE_CELL i ...      wrap each cell variable (arguments included)
+ *     [RETURN_GENERATOR, POP_TOP]   generator/coroutine functions only
+ *     RESUME
+ * CPython's frame-object code only partly copes with a frame in that state:
+ *   3.11/3.12  f_locals (_PyFrame_FastToLocalsWithError / frame_get_var)
+ *              copies the free variables itself when lasti < 0 and code[0]
+ *              is COPY_FREE_VARS (and moves prev_instr onto it), and shows
+ *              cell variables by value until _PyFrame_OpAlreadyRan says their
+ *              MAKE_CELL ran.  But once lasti >= 0 it does PyCell_GET() on
+ *              every CO_FAST_FREE slot with no NULL check.  take_ownership
+ *              "pretends the first RESUME ran" (lasti >= 0), so a closure
+ *              whose frame object is kept while the frame is finished
+ *              without running (dispose on 3.12, plain return on 3.11)
+ *              crashes on the next f.f_locals: its free slots are still NULL.
  *   3.13.0     the FrameLocalsProxy (framelocalsproxy_getitem) does
  *              PyCell_GET() on every CO_FAST_FREE / CO_FAST_CELL slot with no
- *              PyCell_Check (release build; fixed later by gh-128396), so an
- *              argument that is also a cell variable, still a raw object
- *              before MAKE_CELL, is read as a cell: garbage pointer.
- * Before exposing a frame object we therefore run the prefix ourselves,
- * exactly as the evaluator would (bytecodes.c MAKE_CELL / COPY_FREE_VARS),
- * and advance the instruction pointer past it, never past RESUME or
- * RETURN_GENERATOR, so RESUME (eval breaker, 'call' trace event,
- * sys.monitoring PY_START, instrumentation) still runs.  Prefix instructions
- * are never quickened or instrumented (_co_firsttraceable exists to keep
+ *              PyCell_Check (checked in the 3.13.0 disassembly; later fixed by
+ *              gh-128396), so an argument that is also a cell variable, still
+ *              a plain object before MAKE_CELL, is dereferenced as a cell:
+ *              garbage pointer, even at hook time.
+ * Before exposing a frame object we therefore run part of the prefix
+ * ourselves, exactly as the evaluator would (bytecodes.c COPY_FREE_VARS /
+ * MAKE_CELL), and advance the instruction pointer past what we ran, never past
+ * RESUME or RETURN_GENERATOR, so RESUME (eval breaker, 'call' trace event,
+ * sys.monitoring PY_START) still runs in the evaluator.  Prefix instructions
+ * are never specialised or instrumented (_co_firsttraceable exists to keep
  * tracing out of them); 3.11 may quicken EXTENDED_ARG to EXTENDED_ARG_QUICK.
- *
- * 3.11/3.12 only when the code has free variables: then COPY_FREE_VARS is the
- * last prefix instruction and _PyFrame_OpAlreadyRan (which counts only
- * instructions strictly before prev_instr) sees every MAKE_CELL.  Without
- * free variables CPython's own 3.11/3.12 locals code handles the pristine
- * frame correctly (it shows argument cells by value), while stopping with a
- * MAKE_CELL as the last run instruction would make f_locals show that cell
- * object itself.  3.13: always (cells are the 3.13.0 hazard).
+ *   3.11/3.12  COPY_FREE_VARS only: the very state CPython's own f_locals code
+ *              produces (prev_instr = &code[0]).  MAKE_CELL is left to the
+ *              evaluator: _PyFrame_OpAlreadyRan counts instructions strictly
+ *              BEFORE prev_instr, so a MAKE_CELL that we had run last would be
+ *              shown (and written back by PyFrame_LocalsToFast) as a raw cell.
+ *              Side effect, same as after CPython's own f_locals access: while
+ *              positioned on COPY_FREE_VARS, f.f_lineno is None.
+ *   3.13       COPY_FREE_VARS and every MAKE_CELL (the proxy needs real cells);
+ *              instr_ptr then points at RESUME, which 3.13 considers complete.
  *
  * Returns 0, or -1 with MemoryError set (the frame is then left consistent:
  * the instruction pointer stops before the instruction that failed).
@@ -415,11 +424,6 @@ static int
 fc_run_prefix(_PyInterpreterFrame *frame)
 {
     PyCodeObject *co = fc_code(frame);
-#if PY_VERSION_HEX < 0x030D0000
-    if (co->co_nfreevars == 0) {
-        return 0;
-    }
-#endif
     _Py_CODEUNIT *code = _PyCode_CODE(co);
     int i = fc_next_index(frame);
     int done = i;
@@ -443,6 +447,9 @@ fc_run_prefix(_PyInterpreterFrame *frame)
             continue;
         }
         if (opcode == MAKE_CELL) {
+#if PY_VERSION_HEX < 0x030D0000
+            break;          /* 3.11/3.12: left to the evaluator, see above */
+#endif
             /* bytecodes.c: initial = GETLOCAL(oparg); cell = PyCell_New(initial);
              * SETLOCAL(oparg, cell)  (SETLOCAL drops the old reference) */
             if (oparg >= co->co_nlocalsplus) {
