@@ -780,3 +780,38 @@ coextra_fc_dispose(PyThreadState *tstate, coextra_raw_frame *raw)
 #  endif
 #endif
 }
+
+/* ========================================================================
+ * Tracing suppression for tools' Python callbacks.
+ * ======================================================================== */
+
+void
+coextra_fc_enter_tracing(PyThreadState *tstate)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyThreadState_EnterTracing(tstate);
+#elif PY_VERSION_HEX >= 0x030A0000
+    /* 3.10: ceval reads cframe->use_tracing on every instruction. */
+    tstate->tracing++;
+    tstate->cframe->use_tracing = 0;
+#else
+    tstate->tracing++;
+    tstate->use_tracing = 0;
+#endif
+}
+
+void
+coextra_fc_leave_tracing(PyThreadState *tstate)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyThreadState_LeaveTracing(tstate);
+#elif PY_VERSION_HEX >= 0x030A0000
+    tstate->tracing--;
+    tstate->cframe->use_tracing = tstate->tracing == 0 &&
+                                  (tstate->c_tracefunc != NULL || tstate->c_profilefunc != NULL);
+#else
+    tstate->tracing--;
+    tstate->use_tracing = tstate->tracing == 0 &&
+                          (tstate->c_tracefunc != NULL || tstate->c_profilefunc != NULL);
+#endif
+}

@@ -52,6 +52,15 @@ PyFrameObject *coextra_fc_frame_object(coextra_raw_frame *frame);
  * clear_thread_frame does.  3.13+: _PyEval_FrameClearAndPop. */
 void coextra_fc_dispose(PyThreadState *tstate, coextra_raw_frame *frame);
 
+/* --- tracing ------------------------------------------------------------ */
+/* Hide the calling thread from sys.settrace / sys.setprofile / sys.monitoring
+ * while a tool's own Python callback runs, as CPython does for trace
+ * functions themselves: 3.11+ PyThreadState_EnterTracing/LeaveTracing (the
+ * counter sys.monitoring also honours on 3.12+); 3.9/3.10 the same fields by
+ * hand.  Calls nest. */
+void coextra_fc_enter_tracing(PyThreadState *tstate);
+void coextra_fc_leave_tracing(PyThreadState *tstate);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,5 +1,6 @@
 // PyHook.cpp: coextra.add_hook() and coextra.Hook: Python callbacks on frame entry and exit.
 #include "bindings.hpp"
+#include "frame_compat.h"
 
 #include <cstring>
 
@@ -41,14 +42,36 @@ bool is_busy(HookObject *h) {
 // Call one callback with the code object; an exception goes to
 // sys.unraisablehook and the frame runs normally.  Any exception already
 // pending (gen.throw() sets it before the frame is evaluated) is preserved.
+//
+// The callback runs hidden from sys.settrace/setprofile/sys.monitoring, as a
+// trace function itself does: an observer must not add events to the traces
+// of debuggers, profilers and coverage tools (CPython's test_sys_settrace
+// notices otherwise).
+//
+// Signals: the callback is the first Python code to run when the frame
+// starts or resumes, so a pending SIGINT is handled inside it.  Its
+// KeyboardInterrupt is not the callback's error: instead of reporting it as
+// unraisable (which would swallow Ctrl-C), the interrupt is re-armed with
+// PyErr_SetInterrupt() so that it is raised at the frame's own first check,
+// where it would have been raised without the hook (CPython's
+// test_generators SignalAndYieldFromTest relies on exactly that).
 void call_guarded(HookObject *h, PyObject *fn, PyObject *code) {
+    PyThreadState *tstate = PyThreadState_Get();
     BusyNode node{h, tls_busy};
     tls_busy = &node;
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
+    coextra_fc_enter_tracing(tstate);
     PyObject *r = PyObject_CallOneArg(fn, code);
-    if (r == nullptr)
-        PyErr_WriteUnraisable(fn);
+    coextra_fc_leave_tracing(tstate);
+    if (r == nullptr) {
+        if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+            PyErr_Clear();
+            PyErr_SetInterrupt();
+        } else {
+            PyErr_WriteUnraisable(fn);
+        }
+    }
     Py_XDECREF(r);
     PyErr_Restore(et, ev, tb);
     tls_busy = node.next;
