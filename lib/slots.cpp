@@ -47,6 +47,22 @@ inline Block *get_block(Runtime *rt, PyObject *code) noexcept {
     return static_cast<Block *>(ce->ce_extras[rt->co_extra_index]);
 }
 
+// A block found at our index that another interpreter's runtime made: the
+// code object is shared between interpreters (3.11's deep-frozen stdlib code
+// objects are; immortal ones may be).  Neither interpreter may touch the
+// other's values, so such a code object cannot hold this interpreter's values.
+inline bool foreign_block(Runtime *rt, const Block *b) noexcept {
+    return b != nullptr && (b->pub.magic != COEXTRA_BLOCK_MAGIC || b->rt != rt);
+}
+
+int refuse_shared_code(PyObject *code) {
+    PyErr_Format(PyExc_RuntimeError,
+                 "coextra: code object %R is shared with another interpreter (a deep-frozen or immortal "
+                 "code object): it cannot hold per-interpreter slot values",
+                 code);
+    return -1;
+}
+
 void link_block(Runtime *rt, Block *b) noexcept {
     b->prev = nullptr;
     b->next = rt->blocks;
@@ -98,6 +114,10 @@ Block *ensure_block(Runtime *rt, PyObject *code, uint32_t needed) {
     if (ensure_index(rt) < 0)
         return nullptr;
     Block *b = get_block(rt, code);
+    if (foreign_block(rt, b)) {
+        refuse_shared_code(code);
+        return nullptr;
+    }
     if (b == nullptr) {
         b = static_cast<Block *>(PyMem_RawCalloc(1, sizeof(Block)));
         if (b == nullptr) {
@@ -138,10 +158,13 @@ void block_free_cb(void *p) {
         return; // not ours: never touch foreign data
     Runtime *rt = b->rt;
     RegistryLock lock;
-    unlink_block(rt, b);
-    // Unlinked, the block is unreachable to everyone else: a free function
-    // that reserves or releases slots cannot see it.  Re-read rt->slots on
-    // every step because such a call may reallocate it.
+    // The block stays linked while its free functions run: one of them may
+    // release another slot whose value is still in this block, and
+    // slot_release must then find and free it here, because once release
+    // returns, that slot's free function and ctx may be gone and its index
+    // may belong to a new slot.  Nothing can store into this block: its code
+    // object is unreachable.  Re-read rt->slots on every step because a free
+    // function that reserves slots may reallocate it.
     for (uint32_t i = 0; i < b->pub.capacity; i++) {
         coextra_block_entry &e = b->pub.entries[i];
         if (e.value == nullptr)
@@ -149,6 +172,7 @@ void block_free_cb(void *p) {
         void *value = e.value;
         e.value = nullptr;
         e.generation = 0;
+        b->n_values--;
         SlotRec &rec = rt->slots[i];
         coextra_free_fn fn = rec.free_fn;
         void *ctx = rec.ctx;
@@ -156,6 +180,7 @@ void block_free_cb(void *p) {
         if (fn != nullptr)
             fn(value, ctx);
     }
+    unlink_block(rt, b);
     destroy_block(b);
     runtime_decref(rt);
 }
