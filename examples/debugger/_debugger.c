@@ -1,0 +1,295 @@
+/* _debugger.c: native half of coextra_debugger: the "holds breakpoints" slot and the eval-frame hook that turns tracing on for marked code only. */
+
+/*
+ * Built like a third-party extension: only <coextra/coextra.h> and Python.h.
+ *
+ * What it does.  The debugger marks every code object that holds a breakpoint
+ * in its coextra slot ("coextra_debugger").  One hook at
+ * COEXTRA_PRIORITY_DEBUGGER with `only` = that slot sees the frames of marked
+ * code and nothing else: for every other frame the dispatcher skips it, so
+ * the program runs with no trace function at all (sys.gettrace() is None).
+ * When a marked frame is entered on the debugged thread while that thread's
+ * trace function is not the debugger's, the hook calls the Python `enter`
+ * callback, which calls sys.settrace(debugger.trace_dispatch).  This works
+ * because the hook runs BEFORE the frame's first RESUME instruction (3.11+;
+ * on 3.9/3.10 before the frame's entry code in _PyEval_EvalFrameDefault):
+ *   3.9/3.10  the evaluator checks tstate->use_tracing / cframe->use_tracing
+ *             at entry and sends the 'call' event;
+ *   3.11      the evaluator copies use_tracing from the caller's cframe
+ *             (which sys.settrace updated: a callback's evaluator hands its
+ *             use_tracing back to the previous cframe on exit), and RESUME
+ *             under tracing sends the 'call' event;
+ *   3.12/3.13 sys.settrace bumps the monitoring version; RESUME notices that
+ *             the code is out of date, instruments it and re-executes as
+ *             INSTRUMENTED_RESUME, whose PY_START is the legacy 'call' event.
+ * bdb's dispatch_call then gives the frame its f_trace and line events flow.
+ * When the outermost marked frame (entered through this hook) returns and the
+ * thread's trace function is still the debugger's, the `exit` callback decides
+ * whether tracing can be switched off again (not while stepping, not while
+ * another marked frame is on the stack).
+ *
+ * State is process-global: one debugger per process, on one thread (pdb also
+ * traces only the thread that started it).  Subinterpreters are refused.
+ */
+#include <coextra/coextra.h>
+
+/* The value stored in the slot for marked code: any non-NULL pointer. */
+static const char MARKED = 1;
+
+typedef struct {
+    int have_slot;
+    coextra_slot slot;
+    coextra_hook *hook;      /* NULL: not added (yet, or removed) */
+    int active;
+    PyObject *enter;         /* callable() (strong): turn tracing on */
+    PyObject *exit;          /* callable() (strong): maybe turn tracing off */
+    PyObject *tracer;        /* strong: the object the debugger passes to sys.settrace */
+    unsigned long thread;    /* PyThread_get_thread_ident() of the debugged thread */
+    long depth;              /* marked frames entered through the hook, still running */
+    int busy;                /* inside a callback: frames pass through untouched */
+    unsigned long long frames; /* marked frames seen (statistics for tests) */
+    unsigned long long enters; /* enter callbacks made */
+} dbg_state;
+
+static dbg_state S;
+
+/* Slot values are the address of MARKED: nothing to free.  (CPython calls
+ * co_extra free functions even for NULL entries; coextra does not pass those
+ * on, and this one does nothing anyway.) */
+static void free_mark(void *value, void *ctx) {
+    (void)value;
+    (void)ctx;
+}
+
+/* Hide the callbacks from the tracer (the debugger's own, while stepping, or
+ * any other): trace events are not delivered while tstate->tracing > 0, as
+ * during a trace function.  sys.settrace() still works inside; leaving
+ * recomputes the "tracing possible" flag the evaluator checks, so a trace
+ * function installed by the callback takes effect for the frame about to run.
+ *   3.11+  PyThreadState_EnterTracing/LeaveTracing (public since 3.11)
+ *   3.10   tracing++ and cframe->use_tracing, as ceval.c's call_trace does
+ *   3.9    tracing++ and tstate->use_tracing, likewise */
+static void suspend_tracing(PyThreadState *ts) {
+#if PY_VERSION_HEX >= 0x030B0000
+    PyThreadState_EnterTracing(ts);
+#elif PY_VERSION_HEX >= 0x030A0000
+    ts->tracing++;
+    ts->cframe->use_tracing = 0;
+#else
+    ts->tracing++;
+    ts->use_tracing = 0;
+#endif
+}
+
+static void resume_tracing(PyThreadState *ts) {
+#if PY_VERSION_HEX >= 0x030B0000
+    PyThreadState_LeaveTracing(ts);
+#elif PY_VERSION_HEX >= 0x030A0000
+    ts->tracing--;
+    ts->cframe->use_tracing = ts->tracing == 0 && (ts->c_tracefunc != NULL || ts->c_profilefunc != NULL);
+#else
+    ts->tracing--;
+    ts->use_tracing = ts->tracing == 0 && (ts->c_tracefunc != NULL || ts->c_profilefunc != NULL);
+#endif
+}
+
+/* Run a callback without disturbing a pending exception (the hook may be
+ * called with throwflag set, i.e. with the exception to throw into the
+ * frame already set), unseen by the tracer, and without letting its own
+ * errors escape: they go to sys.unraisablehook and the frame runs normally. */
+static void call_callback(PyThreadState *ts, PyObject *cb) {
+    PyObject *et, *ev, *tb, *r;
+    if (cb == NULL)
+        return;
+    PyErr_Fetch(&et, &ev, &tb);
+    S.busy = 1;
+    Py_INCREF(cb); /* the callback may replace itself (install/uninstall) */
+    suspend_tracing(ts);
+    r = PyObject_CallNoArgs(cb);
+    resume_tracing(ts);
+    S.busy = 0;
+    if (r == NULL)
+        PyErr_WriteUnraisable(cb);
+    else
+        Py_DECREF(r);
+    Py_DECREF(cb);
+    PyErr_Restore(et, ev, tb);
+}
+
+static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx) {
+    PyThreadState *ts;
+    PyObject *r;
+    (void)ctx;
+    /* Only marked code gets here (`only`).  Other threads and frames run by
+     * our own callbacks pass straight through. */
+    if (S.busy || S.enter == NULL || PyThread_get_thread_ident() != S.thread)
+        return coextra_eval_next(f, throwflag);
+    ts = PyThreadState_Get();
+    S.frames++;
+    /* c_traceobj is the object given to sys.settrace (all of 3.9–3.13 keep it
+     * in the public PyThreadState struct): tracing is already ours while
+     * stepping, or when an outer marked frame switched it on. */
+    if (ts->c_traceobj != S.tracer) {
+        S.enters++;
+        call_callback(ts, S.enter);
+    }
+    S.depth++;
+    r = coextra_eval_next(f, throwflag);
+    S.depth--;
+    if (S.depth == 0 && ts->c_traceobj == S.tracer && S.exit != NULL)
+        call_callback(ts, S.exit);
+    return r;
+}
+
+static int ensure_slot(void) {
+    if (S.have_slot)
+        return 0;
+    if (coextra_slot_reserve("coextra_debugger", free_mark, NULL, &S.slot) < 0)
+        return -1;
+    S.have_slot = 1;
+    return 0;
+}
+
+static int check_code(PyObject *code) {
+    if (!PyCode_Check(code)) {
+        PyErr_Format(PyExc_TypeError, "expected a code object, not %.100s", Py_TYPE(code)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* install(enter, exit, tracer, thread_id): add the hook (once), set the
+ * callbacks and the debugged thread, activate. */
+static PyObject *install(PyObject *m, PyObject *args) {
+    PyObject *enter, *exit_, *tracer;
+    unsigned long thread;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOOk:install", &enter, &exit_, &tracer, &thread))
+        return NULL;
+    if (!PyCallable_Check(enter) || !PyCallable_Check(exit_)) {
+        PyErr_SetString(PyExc_TypeError, "install: enter and exit must be callable");
+        return NULL;
+    }
+    if (ensure_slot() < 0)
+        return NULL;
+    if (S.hook == NULL) {
+        coextra_hook_def def;
+        def.name = "coextra_debugger";
+        def.priority = COEXTRA_PRIORITY_DEBUGGER;
+        def.eval = hook_eval;
+        def.ctx = NULL;
+        def.only = S.slot;
+        if (coextra_hook_add(&def, &S.hook) < 0) {
+            S.hook = NULL;
+            return NULL;
+        }
+    } else if (coextra_hook_set_active(S.hook, 1) < 0) {
+        return NULL;
+    }
+    S.active = 1;
+    Py_INCREF(enter);
+    Py_INCREF(exit_);
+    Py_INCREF(tracer);
+    Py_XSETREF(S.enter, enter);
+    Py_XSETREF(S.exit, exit_);
+    Py_XSETREF(S.tracer, tracer);
+    S.thread = thread;
+    Py_RETURN_NONE;
+}
+
+static PyObject *set_active(PyObject *m, PyObject *arg) {
+    int flag = PyObject_IsTrue(arg);
+    (void)m;
+    if (flag < 0)
+        return NULL;
+    if (S.hook != NULL && coextra_hook_set_active(S.hook, flag) < 0)
+        return NULL;
+    S.active = S.hook != NULL && flag;
+    Py_RETURN_NONE;
+}
+
+/* uninstall(): remove the hook, release the slot (unmarks everything). */
+static PyObject *uninstall(PyObject *m, PyObject *noargs) {
+    (void)m;
+    (void)noargs;
+    if (S.hook != NULL) {
+        coextra_hook *h = S.hook;
+        S.hook = NULL;
+        if (coextra_hook_remove(h) < 0)
+            return NULL;
+    }
+    S.active = 0;
+    if (S.have_slot) {
+        S.have_slot = 0;
+        if (coextra_slot_release(S.slot) < 0)
+            return NULL;
+    }
+    Py_CLEAR(S.enter);
+    Py_CLEAR(S.exit);
+    Py_CLEAR(S.tracer);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mark(PyObject *m, PyObject *code) {
+    (void)m;
+    if (check_code(code) < 0 || ensure_slot() < 0)
+        return NULL;
+    if (coextra_slot_set(code, S.slot, (void *)&MARKED) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *unmark(PyObject *m, PyObject *code) {
+    (void)m;
+    if (check_code(code) < 0)
+        return NULL;
+    if (S.have_slot && coextra_slot_get(code, S.slot) != NULL && coextra_slot_clear(code, S.slot) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *is_marked(PyObject *m, PyObject *code) {
+    (void)m;
+    if (check_code(code) < 0)
+        return NULL;
+    return PyBool_FromLong(S.have_slot && coextra_slot_get(code, S.slot) != NULL);
+}
+
+static PyObject *stats(PyObject *m, PyObject *noargs) {
+    (void)m;
+    (void)noargs;
+    return Py_BuildValue("{s:O,s:O,s:l,s:K,s:K}", "installed", S.hook ? Py_True : Py_False, "active",
+                         S.active ? Py_True : Py_False, "depth", S.depth, "frames", S.frames, "enters",
+                         S.enters);
+}
+
+static PyMethodDef methods[] = {
+    {"install", install, METH_VARARGS,
+     "install(enter, exit, tracer, thread_id): add/activate the hook; enter()/exit() are called around "
+     "marked frames of that thread when its trace function is not / is `tracer`"},
+    {"set_active", set_active, METH_O, "set_active(flag): (de)activate the hook (inactive: zero cost)"},
+    {"uninstall", uninstall, METH_NOARGS, "remove the hook and release the slot (unmarks all code)"},
+    {"mark", mark, METH_O, "mark(code): frames of this code object reach the hook"},
+    {"unmark", unmark, METH_O, "unmark(code)"},
+    {"is_marked", is_marked, METH_O, "is_marked(code) -> bool"},
+    {"stats", stats, METH_NOARGS, "stats() -> dict(installed, active, depth, frames, enters)"},
+    {NULL, NULL, 0, NULL}};
+
+static int exec_module(PyObject *m) {
+    (void)m;
+    return coextra_import();
+}
+
+static PyModuleDef_Slot mslots[] = {
+    {Py_mod_exec, (void *)exec_module},
+#if PY_VERSION_HEX >= 0x030C0000
+    /* process-global state: one interpreter only */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, NULL}};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "coextra_debugger._debugger",
+                                    "Native half of coextra_debugger (slot + eval-frame hook).", 0, methods,
+                                    mslots, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__debugger(void) { return PyModuleDef_Init(&moddef); }
