@@ -33,13 +33,18 @@ void py_slot_free(void *value, void *ctx_) {
     auto *ctx = static_cast<SlotCtx *>(ctx_);
     auto *v = static_cast<PyObject *>(value);
     if (ctx != nullptr && ctx->on_free != nullptr) {
+        // Our own reference: on_free may release its own slot, which frees
+        // ctx and drops ctx->on_free while the call is still running.
+        PyObject *fn = ctx->on_free;
+        Py_INCREF(fn);
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
-        PyObject *r = PyObject_CallOneArg(ctx->on_free, v);
+        PyObject *r = PyObject_CallOneArg(fn, v);
         if (r == nullptr)
-            PyErr_WriteUnraisable(ctx->on_free);
+            PyErr_WriteUnraisable(fn);
         Py_XDECREF(r);
         PyErr_Restore(et, ev, tb);
+        Py_DECREF(fn);
     }
     Py_DECREF(v);
 }
@@ -64,9 +69,14 @@ int check_code(PyObject *key) {
 int do_release(SlotObject *s) {
     if (s->handle.generation == 0)
         return 0;
-    if (s->api->slot_release(s->handle) < 0)
-        return -1;
+    // Retired before the on_free calls that the release makes: they see
+    // `released` True, consistent with the ReleasedError they would get.
+    coextra_slot h = s->handle;
     s->handle = coextra_slot{0, 0};
+    if (s->api->slot_release(h) < 0) {
+        s->handle = h;
+        return -1;
+    }
     Py_CLEAR(s->ctx->on_free);
     PyMem_RawFree(s->ctx);
     s->ctx = nullptr;
@@ -119,9 +129,24 @@ PyObject *slot_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     return reinterpret_cast<PyObject *>(self);
 }
 
+// PEP 442: the GC runs every finalizer of a garbage cycle before it clears
+// anything in it.  Releasing here, not only in dealloc, means an on_free that
+// is part of a cycle with its Slot (a closure over it) still runs with its
+// closure and globals intact instead of after tp_clear emptied them.
+void slot_finalize(PyObject *self_) {
+    SlotObject *s = as_slot(self_);
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (do_release(s) < 0)
+        PyErr_Clear(); // runtime gone: slot_dealloc handles the leftovers
+    PyErr_Restore(et, ev, tb);
+}
+
 void slot_dealloc(PyObject *self_) {
     SlotObject *s = as_slot(self_);
     PyTypeObject *tp = Py_TYPE(self_);
+    if (PyObject_CallFinalizerFromDealloc(self_) < 0)
+        return; // an on_free resurrected the Slot
     PyObject_GC_UnTrack(self_);
     if (s->weakrefs)
         PyObject_ClearWeakRefs(self_);
@@ -175,6 +200,10 @@ int slot_setitem(PyObject *self, PyObject *key, PyObject *value) {
         }
         return s->api->slot_clear(key, s->handle);
     }
+    // Storing the object already there frees nothing (the runtime never
+    // frees a value it keeps), so it must not take a second reference.
+    if (s->api->slot_get(key, s->handle) == value)
+        return 0;
     Py_INCREF(value);
     if (s->api->slot_set(key, s->handle, value) < 0) {
         Py_DECREF(value);
@@ -274,6 +303,7 @@ PyMemberDef slot_members[] = {
 PyType_Slot slot_slots[] = {
     {Py_tp_new, reinterpret_cast<void *>(slot_new)},
     {Py_tp_dealloc, reinterpret_cast<void *>(slot_dealloc)},
+    {Py_tp_finalize, reinterpret_cast<void *>(slot_finalize)},
     {Py_tp_traverse, reinterpret_cast<void *>(slot_traverse)},
     {Py_tp_repr, reinterpret_cast<void *>(slot_repr)},
     {Py_tp_methods, slot_methods},

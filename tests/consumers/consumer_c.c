@@ -97,6 +97,72 @@ static PyObject *freed(PyObject *m, PyObject *noargs) {
     return PyLong_FromLong(g_freed);
 }
 
+/* get_table(code, index, generation): the checked lookup through the table,
+ * bypassing the inline fast path (both must agree). */
+static PyObject *get_table(PyObject *m, PyObject *args) {
+    PyObject *code;
+    coextra_slot s;
+    long *p;
+    (void)m;
+    if (parse_handle(args, &code, &s, NULL) < 0)
+        return NULL;
+    p = (long *)coextra_api_ptr_->slot_get(code, s);
+    if (p == NULL)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(*p);
+}
+
+/* set_null(code, index, generation): coextra_slot_set with a NULL value (= clear). */
+static PyObject *set_null(PyObject *m, PyObject *args) {
+    PyObject *code;
+    coextra_slot s;
+    (void)m;
+    if (parse_handle(args, &code, &s, NULL) < 0)
+        return NULL;
+    if (coextra_slot_set(code, s, NULL) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* reserve_null_out(name): bad input on purpose (out == NULL). */
+static PyObject *reserve_null_out(PyObject *m, PyObject *args) {
+    const char *name;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "s", &name))
+        return NULL;
+    if (coextra_slot_reserve(name, free_int, NULL, NULL) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* reserve_bytes(name: bytes) -> (index, generation): names that are not valid UTF-8. */
+static PyObject *reserve_bytes(PyObject *m, PyObject *args) {
+    const char *name;
+    coextra_slot s;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "y", &name))
+        return NULL;
+    if (coextra_slot_reserve(name, free_int, NULL, &s) < 0)
+        return NULL;
+    return Py_BuildValue("(II)", s.index, s.generation);
+}
+
+/* live(index, generation) -> number of code objects holding a value (checked). */
+static PyObject *live(PyObject *m, PyObject *args) {
+    unsigned int index, generation;
+    coextra_slot s;
+    Py_ssize_t n;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "II", &index, &generation))
+        return NULL;
+    s.index = index;
+    s.generation = generation;
+    n = coextra_api_ptr_->slot_live(s);
+    if (n < 0)
+        return NULL;
+    return PyLong_FromSsize_t(n);
+}
+
 /* The address of the table this extension uses: equal in every consumer of
  * one interpreter when they all reach the same runtime. */
 static PyObject *table_address(PyObject *m, PyObject *noargs) {
@@ -112,6 +178,11 @@ static PyMethodDef methods[] = {
     {"clear", clear_value, METH_VARARGS, "clear(code, index, generation)"},
     {"release", release, METH_VARARGS, "release(index, generation)"},
     {"freed", freed, METH_NOARGS, "number of values freed"},
+    {"get_table", get_table, METH_VARARGS, "get_table(code, index, generation) -> int or None (table path)"},
+    {"set_null", set_null, METH_VARARGS, "set_null(code, index, generation): set a NULL value"},
+    {"reserve_null_out", reserve_null_out, METH_VARARGS, "reserve_null_out(name): out == NULL"},
+    {"reserve_bytes", reserve_bytes, METH_VARARGS, "reserve_bytes(name: bytes) -> (index, generation)"},
+    {"live", live, METH_VARARGS, "live(index, generation) -> int"},
     {"table_address", table_address, METH_NOARGS, "address of the coextra table in use"},
     {NULL, NULL, 0, NULL}};
 

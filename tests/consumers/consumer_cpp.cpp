@@ -47,6 +47,11 @@ PyObject *release(PyObject *, PyObject *) {
     Py_RETURN_NONE;
 }
 
+// handle() -> (index, generation), (0, 0) when not reserved.
+PyObject *handle(PyObject *, PyObject *) {
+    return Py_BuildValue("(II)", g_tags.handle().index, g_tags.handle().generation);
+}
+
 PyObject *table_address(PyObject *, PyObject *) {
     return PyLong_FromVoidPtr(const_cast<coextra_api *>(coextra_api_ptr_));
 }
@@ -57,6 +62,7 @@ PyMethodDef methods[] = {
     {"get_tag", get_tag, METH_O, "get_tag(code) -> str or None"},
     {"untag", untag, METH_O, "untag(code)"},
     {"release", release, METH_NOARGS, "release the slot"},
+    {"handle", handle, METH_NOARGS, "handle() -> (index, generation)"},
     {"table_address", table_address, METH_NOARGS, "address of the coextra table in use"},
     {nullptr, nullptr, 0, nullptr}};
 
