@@ -175,7 +175,30 @@ def suite_packaging(tag, exe, logf):
     return passed, failed, ""
 
 
-SUITES = [("doctest", suite_doctest), ("unittest", suite_unittest), ("packaging", suite_packaging)]
+def suite_bench(tag, exe, logf):
+    """bench/run_bench.py --quick: the benchmark harness runs end to end (tiny sizes, nothing timed is asserted)."""
+    env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, tag), COEXTRA_BUILD_TAG=tag, PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONHOME", None)
+    rc, out = run([exe, os.path.join(ROOT, "bench", "run_bench.py"), "--quick"], logf, timeout=300, env=env)
+    return (1, 0, "") if rc == 0 else (0, 1, "bench --quick rc=%d" % rc)
+
+
+def suite_cpython(tag, exe, logf):
+    """CPython's own regression tests with three hooks active vs without: same failures."""
+    env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, tag), PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONHOME", None)
+    rc, out = run([exe, os.path.join(ROOT, "tests", "cpython_suite", "run_suite.py"), "--compare"],
+                  logf, timeout=2400, env=env)
+    m = re.search(r"^COEXTRA-RESULT passed=(\d+) failed=(\d+) skipped=(\d+)$", out, re.M)
+    if not m:
+        return 0, 1, "no result line (rc=%d)" % rc
+    if int(m[3]):
+        return 0, 0, "skipped: this Python has no CPython test package"
+    return int(m[1]), int(m[2]) or (1 if rc else 0), ""
+
+
+SUITES = [("doctest", suite_doctest), ("unittest", suite_unittest), ("packaging", suite_packaging),
+          ("bench", suite_bench), ("cpython", suite_cpython)]
 
 
 def cmd_test(args):
@@ -209,13 +232,25 @@ def cmd_test(args):
 
 
 def cmd_demo(args):
-    ok, results = cmd_build(args)
-    if not ok:
+    """Build for one Python (PYTHONS, else python3 on PATH) quietly, then run examples/coexist/demo.py."""
+    global log
+    if not os.environ.get("PYTHONS"):
+        try:  # through pyenv's shim, if any, to the real interpreter
+            exe = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            exe = "/usr/bin/python3"
+        os.environ["PYTHONS"] = exe
+    messages = []
+    real_log, log = log, messages.append
+    try:
+        ok, results = cmd_build(args)
+    finally:
+        log = real_log
+    if not ok or not results:
+        print("\n".join(messages))
         return 1
-    tag, exe = results[-1][0], results[-1][1]
-    for r in results:
-        if r[0] == "py3.11":
-            tag, exe = r[0], r[1]
+    tag, exe = results[0][0], results[0][1]
     env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, tag))
     return subprocess.call([exe, os.path.join(ROOT, "examples", "coexist", "demo.py")], env=env, cwd=ROOT)
 
@@ -233,12 +268,17 @@ def cmd_bench(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("command", choices=["build", "test", "demo", "bench"])
+    ap.add_argument("command", choices=["build", "test", "demo", "bench", "sanitize"])
     ap.add_argument("rest", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     if args.command == "build":
         ok, _ = cmd_build(args)
         return 0 if ok else 1
+    if args.command == "sanitize":
+        # ASan+UBSan and valgrind runs (tools/sanitize.py)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import sanitize
+        return sanitize.main(sys.modules[__name__], args)
     return {"test": cmd_test, "demo": cmd_demo, "bench": cmd_bench}[args.command](args)
 
 
