@@ -1,0 +1,447 @@
+/* _memo.c: the engine of coextra_memo — a JIT-shaped memoizer that finishes cached calls through coextra_frame_return. */
+/*
+ * Built ONLY against include/ (coextra.h) and CPython's public headers.
+ *
+ * memoize(fn) stores a memo_entry in this module's coextra slot for
+ * fn.__code__.  One native hook at COEXTRA_PRIORITY_OPTIMIZER with
+ * `only` = that slot sees only frames of memoized code (the dispatcher skips
+ * it for every other frame).  For each call it reads the positional arguments
+ * from the frame before it runs, and:
+ *   hit   finishes the frame with coextra_frame_return(cached) — the body
+ *         never runs (the frame is disposed of as each CPython version
+ *         requires: caller-owned on 3.9–3.11, callee-owned on 3.12+);
+ *   miss  runs it (coextra_eval_next) and stores the result; exceptions are
+ *         not stored.
+ * Hooks further out (debugger, profiler, Python hooks) see a hit frame enter
+ * and exit like any other: they wrap us.
+ */
+#include <coextra/coextra.h>
+
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h> /* 3.9/3.10: struct _frame (f_localsplus, f_globals) is public */
+#endif
+
+/* Code flags of functions whose frames must never be skipped or cached. */
+#define MEMO_GEN_FLAGS (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR | CO_ITERABLE_COROUTINE)
+
+/* The value stored in the slot for a memoized code object. */
+typedef struct memo_entry {
+    PyObject *cache;    /* dict: tuple of positional arguments -> result */
+    PyObject *fn_ref;   /* weakref to the memoized function (a code object may be shared) */
+    PyObject *argnames; /* tuple: the first co_argcount names of co_varnames */
+    Py_ssize_t hits;
+    Py_ssize_t misses;
+    uint64_t id;   /* process-unique: tells a re-memoized code from the entry a miss started with */
+    int nargs;     /* co_argcount */
+    int fallback;  /* keyword-only, *args or **kwargs parameters: always run the frame */
+} memo_entry;
+
+/* Process-wide state.  The module is single-phase: it refuses to load twice,
+ * and these handles belong to the interpreter that imported it first. */
+static coextra_slot g_slot;
+static coextra_hook *g_hook;
+static uint64_t g_next_id;
+
+/* Slot free function: runs when the value is replaced or cleared, when the
+ * code object dies (code_dealloc calls co_extra free functions before the
+ * code's fields are released), and when the slot is released.  It must not
+ * touch module state (which may be gone at interpreter exit). */
+static void entry_free(void *value, void *ctx) {
+    memo_entry *e = (memo_entry *)value;
+    (void)ctx;
+    if (e == NULL)
+        return;
+    Py_XDECREF(e->cache);
+    Py_XDECREF(e->fn_ref);
+    Py_XDECREF(e->argnames);
+    PyMem_Free(e);
+}
+
+/* ---- reading the arguments of a frame that has not started ---------------
+ *
+ * The hook runs before the frame's first instruction.  On 3.11+ that frame is
+ * "incomplete": COPY_FREE_VARS and MAKE_CELL have not run.  The public
+ * accessors used below are written for exactly that case:
+ *   3.12+  PyFrame_GetVar() calls frame_init_get_vars(), which copies the
+ *          free variables in if COPY_FREE_VARS has not run, and
+ *          frame_get_var() only unwraps a cell once MAKE_CELL has run
+ *          (before that the slot holds the raw argument);
+ *   3.11   PyFrame_GetLocals() -> _PyFrame_FastToLocalsWithError() does the
+ *          same (it checks for lasti < 0 and COPY_FREE_VARS, and
+ *          _PyFrame_OpAlreadyRan(MAKE_CELL) before unwrapping a cell);
+ *   3.9/10 the frame is a complete PyFrameObject: arguments are in
+ *          f_localsplus[0..co_argcount); an argument that is also a cell
+ *          variable was moved into its cell (f_localsplus[co_nlocals + j]
+ *          with co_cell2arg[j] == i) and its own slot is NULL.
+ * Parameters come first in co_varnames / co_localsplusnames on every version,
+ * and defaults are already bound, so the tuple of the first co_argcount
+ * values is the call's positional signature.
+ * Returns a new tuple, or NULL with an exception set. */
+static PyObject *frame_args(coextra_frame *frame, const memo_entry *e) {
+    PyFrameObject *fo = coextra_frame_object(frame);
+    PyObject *key;
+    int i;
+    if (fo == NULL)
+        return NULL;
+    key = PyTuple_New(e->nargs);
+    if (key == NULL)
+        return NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    for (i = 0; i < e->nargs; i++) {
+        PyObject *v = PyFrame_GetVar(fo, PyTuple_GET_ITEM(e->argnames, i));
+        if (v == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(key, i, v);
+    }
+#elif PY_VERSION_HEX >= 0x030B0000
+    {
+        PyObject *locals = PyFrame_GetLocals(fo); /* a dict on 3.11 */
+        if (locals == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        for (i = 0; i < e->nargs; i++) {
+            PyObject *v = PyDict_GetItemWithError(locals, PyTuple_GET_ITEM(e->argnames, i));
+            if (v == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_RuntimeError, "coextra_memo: argument not bound");
+                Py_DECREF(locals);
+                Py_DECREF(key);
+                return NULL;
+            }
+            Py_INCREF(v);
+            PyTuple_SET_ITEM(key, i, v);
+        }
+        Py_DECREF(locals);
+    }
+#else
+    {
+        PyCodeObject *co = coextra_frame_code(frame);
+        Py_ssize_t ncells = co->co_cellvars ? PyTuple_GET_SIZE(co->co_cellvars) : 0;
+        for (i = 0; i < e->nargs; i++) {
+            PyObject *v = fo->f_localsplus[i];
+            if (v == NULL && co->co_cell2arg != NULL) {
+                Py_ssize_t j;
+                for (j = 0; j < ncells; j++) {
+                    if (co->co_cell2arg[j] == i) {
+                        PyObject *cell = fo->f_localsplus[co->co_nlocals + j];
+                        v = (cell && PyCell_Check(cell)) ? PyCell_GET(cell) : NULL;
+                        break;
+                    }
+                }
+            }
+            if (v == NULL) {
+                Py_DECREF(key);
+                PyErr_SetString(PyExc_RuntimeError, "coextra_memo: argument not bound");
+                return NULL;
+            }
+            Py_INCREF(v);
+            PyTuple_SET_ITEM(key, i, v);
+        }
+    }
+#endif
+    return key;
+}
+
+/* A borrowed reference to the memoized function, or NULL if it died. */
+static PyObject *entry_function(const memo_entry *e) {
+#if PY_VERSION_HEX >= 0x030D0000
+    /* 3.13 deprecates the borrowed PyWeakref_GetObject.  The function is
+     * kept alive by whoever called it (or by the caller of memoize/stats),
+     * so handing back a borrowed pointer after the temporary reference is
+     * dropped is safe here. */
+    PyObject *fn = NULL;
+    if (PyWeakref_GetRef(e->fn_ref, &fn) <= 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(fn);
+    return fn;
+#else
+    PyObject *fn = PyWeakref_GetObject(e->fn_ref); /* borrowed; None when dead */
+    return (fn == NULL || fn == Py_None) ? NULL : fn;
+#endif
+}
+
+/* Is this frame a call of the memoized function itself?  Several function
+ * objects can share one code object (closures made in a loop, FunctionType
+ * copies with other globals); only the decorated one is cached.  3.11+ frames
+ * name their function; 3.9/3.10 frames do not, but hold the function's
+ * globals and (already copied in) its closure cells. */
+static int is_memoized_function(coextra_frame *frame, const memo_entry *e) {
+    PyObject *fn = entry_function(e);
+    if (fn == NULL)
+        return 0;
+#if PY_VERSION_HEX >= 0x030B0000
+    return coextra_frame_function(frame) == fn;
+#else
+    {
+        PyFunctionObject *f = (PyFunctionObject *)fn;
+        PyFrameObject *fo;
+        PyCodeObject *co;
+        Py_ssize_t i, nfree, ncells;
+        if (coextra_frame_globals(frame) != f->func_globals)
+            return 0;
+        co = coextra_frame_code(frame);
+        nfree = PyTuple_GET_SIZE(co->co_freevars);
+        if (nfree == 0)
+            return 1;
+        if (f->func_closure == NULL || PyTuple_GET_SIZE(f->func_closure) != nfree)
+            return 0;
+        fo = coextra_frame_object(frame); /* the frame itself on 3.9/3.10: cannot fail */
+        if (fo == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        ncells = PyTuple_GET_SIZE(co->co_cellvars);
+        for (i = 0; i < nfree; i++)
+            if (fo->f_localsplus[co->co_nlocals + ncells + i] != PyTuple_GET_ITEM(f->func_closure, i))
+                return 0;
+        return 1;
+    }
+#endif
+}
+
+static PyObject *memo_eval(coextra_frame *frame, int throwflag, void *ctx) {
+    PyObject *code, *key, *cached, *r;
+    memo_entry *e;
+    uint64_t id;
+    (void)ctx;
+    /* Generator/coroutine frames can never be skipped: their resumptions
+     * (and throw()/close(), throwflag) belong to the generator, and on 3.11+
+     * the creating call must run RETURN_GENERATOR.  memoize() refuses such
+     * functions; this guard also covers code whose flags changed hands. */
+    if (throwflag || coextra_frame_is_resume(frame))
+        return coextra_eval_next(frame, throwflag);
+    code = (PyObject *)coextra_frame_code(frame);
+    if (((PyCodeObject *)code)->co_flags & MEMO_GEN_FLAGS)
+        return coextra_eval_next(frame, throwflag);
+    e = (memo_entry *)coextra_slot_get(code, g_slot);
+    if (e == NULL || !is_memoized_function(frame, e))
+        return coextra_eval_next(frame, throwflag);
+    if (e->fallback) {
+        e->misses++;
+        return coextra_eval_next(frame, throwflag);
+    }
+
+    key = frame_args(frame, e);
+    if (key == NULL) {
+        PyErr_Clear(); /* cannot read the arguments: just run the frame */
+        e->misses++;
+        return coextra_eval_next(frame, throwflag);
+    }
+    cached = PyDict_GetItemWithError(e->cache, key); /* borrowed */
+    if (cached != NULL) {
+        Py_DECREF(key);
+        e->hits++;
+        Py_INCREF(cached);
+        /* The JIT path: the frame is finished without running; the
+         * reference to `cached` is stolen. */
+        return coextra_frame_return(frame, cached);
+    }
+    if (PyErr_Occurred()) {
+        /* unhashable argument (TypeError from hash()) or a failing __eq__:
+         * not cacheable, run the body */
+        PyErr_Clear();
+        Py_DECREF(key);
+        e->misses++;
+        return coextra_eval_next(frame, throwflag);
+    }
+    e->misses++;
+    id = e->id;
+    r = coextra_eval_next(frame, throwflag);
+    /* The body may have cleared, unmemoized or re-memoized this code: store
+     * only into the entry the call started with, if it is still there. */
+    if (r != NULL) {
+        e = (memo_entry *)coextra_slot_get(code, g_slot);
+        if (e != NULL && e->id == id && PyDict_SetItem(e->cache, key, r) < 0)
+            PyErr_Clear(); /* e.g. a key whose __eq__ raises: the result still stands */
+    }
+    Py_DECREF(key);
+    return r;
+}
+
+/* ---- the hook is active only while something is memoized ---------------- */
+
+/* With no memoized function nothing should pay even the `only` check: the
+ * hook is deactivated and coextra then uninstalls its dispatcher (zero
+ * overhead).  Code objects that die without unmemoize() leave it active
+ * until the next call below notices. */
+static int sync_hook(void) {
+    Py_ssize_t live = coextra_api_ptr_->slot_live(g_slot);
+    if (live < 0)
+        return -1;
+    if (live > 0 && g_hook == NULL) {
+        coextra_hook_def def;
+        def.name = "coextra_memo";
+        def.priority = COEXTRA_PRIORITY_OPTIMIZER;
+        def.eval = memo_eval;
+        def.ctx = NULL;
+        def.only = g_slot;
+        return coextra_hook_add(&def, &g_hook);
+    }
+    return coextra_hook_set_active(g_hook, live > 0);
+}
+
+/* ---- Python API ------------------------------------------------------------ */
+
+static PyObject *code_of_function(PyObject *fn) {
+    if (!PyFunction_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "coextra_memo: expected a Python function, got %.200s",
+                     Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    return PyFunction_GET_CODE(fn); /* borrowed */
+}
+
+static PyObject *memoize(PyObject *m, PyObject *fn) {
+    PyObject *code = code_of_function(fn), *names = NULL;
+    PyCodeObject *co;
+    memo_entry *e, *old;
+    (void)m;
+    if (code == NULL)
+        return NULL;
+    co = (PyCodeObject *)code;
+    if (co->co_flags & MEMO_GEN_FLAGS) {
+        PyErr_Format(PyExc_TypeError,
+                     "coextra_memo: %R is a generator or coroutine function; its frames cannot be memoized", fn);
+        return NULL;
+    }
+    old = (memo_entry *)coextra_slot_get(code, g_slot);
+    if (old != NULL) {
+        PyObject *owner = entry_function(old);
+        if (owner == fn)
+            goto done; /* already memoized */
+        if (owner != NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "coextra_memo: %R shares its code object with %R, which is already memoized", fn, owner);
+            return NULL;
+        }
+        /* the previous owner died: the new function takes the code over */
+    }
+    e = (memo_entry *)PyMem_Calloc(1, sizeof(memo_entry));
+    if (e == NULL)
+        return PyErr_NoMemory();
+    e->nargs = co->co_argcount;
+    e->fallback = co->co_kwonlyargcount > 0 || (co->co_flags & (CO_VARARGS | CO_VARKEYWORDS)) != 0;
+    e->id = ++g_next_id;
+    e->cache = PyDict_New();
+    e->fn_ref = PyWeakref_NewRef(fn, NULL);
+    names = PyObject_GetAttrString(code, "co_varnames");
+    if (names != NULL) {
+        e->argnames = PyTuple_GetSlice(names, 0, e->nargs);
+        Py_DECREF(names);
+    }
+    if (e->cache == NULL || e->fn_ref == NULL || e->argnames == NULL ||
+        PyTuple_GET_SIZE(e->argnames) != e->nargs) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "coextra_memo: unexpected co_varnames");
+        entry_free(e, NULL);
+        return NULL;
+    }
+    if (coextra_slot_set(code, g_slot, e) < 0) { /* frees `old` */
+        entry_free(e, NULL);
+        return NULL;
+    }
+done:
+    if (sync_hook() < 0)
+        return NULL;
+    Py_INCREF(fn);
+    return fn;
+}
+
+static memo_entry *entry_of(PyObject *fn) {
+    PyObject *code = code_of_function(fn);
+    memo_entry *e;
+    if (code == NULL)
+        return NULL;
+    e = (memo_entry *)coextra_slot_get(code, g_slot);
+    if (e == NULL || entry_function(e) != fn) {
+        PyErr_Format(PyExc_ValueError, "coextra_memo: %R is not memoized", fn);
+        return NULL;
+    }
+    return e;
+}
+
+static PyObject *stats(PyObject *m, PyObject *fn) {
+    memo_entry *e = entry_of(fn);
+    (void)m;
+    return e ? Py_BuildValue("(nn)", e->hits, e->misses) : NULL;
+}
+
+static PyObject *clear(PyObject *m, PyObject *fn) {
+    memo_entry *e = entry_of(fn);
+    (void)m;
+    if (e == NULL)
+        return NULL;
+    e->hits = e->misses = 0;
+    PyDict_Clear(e->cache); /* may run arbitrary __del__: e is re-checked by callers of the hook */
+    Py_RETURN_NONE;
+}
+
+static PyObject *cache_size(PyObject *m, PyObject *fn) {
+    memo_entry *e = entry_of(fn);
+    (void)m;
+    return e ? PyLong_FromSsize_t(PyDict_GET_SIZE(e->cache)) : NULL;
+}
+
+static PyObject *is_memoized(PyObject *m, PyObject *fn) {
+    PyObject *code = code_of_function(fn);
+    memo_entry *e;
+    (void)m;
+    if (code == NULL)
+        return NULL;
+    e = (memo_entry *)coextra_slot_get(code, g_slot);
+    return PyBool_FromLong(e != NULL && entry_function(e) == fn);
+}
+
+static PyObject *unmemoize(PyObject *m, PyObject *fn) {
+    memo_entry *e = entry_of(fn);
+    (void)m;
+    if (e == NULL)
+        return NULL;
+    if (coextra_slot_clear(PyFunction_GET_CODE(fn), g_slot) < 0 || sync_hook() < 0)
+        return NULL;
+    Py_INCREF(fn);
+    return fn;
+}
+
+static PyObject *slot_name(PyObject *m, PyObject *noargs) {
+    (void)m;
+    (void)noargs;
+    return PyUnicode_FromString("coextra_memo");
+}
+
+static PyMethodDef methods[] = {
+    {"memoize", memoize, METH_O,
+     "memoize(fn) -> fn: cache fn's results by positional arguments (fn itself is returned)."},
+    {"unmemoize", unmemoize, METH_O, "unmemoize(fn) -> fn: stop caching and drop the cache."},
+    {"stats", stats, METH_O, "stats(fn) -> (hits, misses)"},
+    {"clear", clear, METH_O, "clear(fn): empty the cache and reset the counters."},
+    {"cache_size", cache_size, METH_O, "cache_size(fn) -> number of cached results"},
+    {"is_memoized", is_memoized, METH_O, "is_memoized(fn) -> bool"},
+    {"_slot_name", slot_name, METH_NOARGS, "name of the coextra slot"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "coextra_memo._memo",
+    "Engine of coextra_memo: a memoizing eval-frame hook (coextra PRIORITY_OPTIMIZER).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+/* Single-phase init: the slot and hook are process-wide statics.  They are
+ * never released: code objects keep their entries until they die (the free
+ * function needs no module state), and the hook's ctx is NULL, so nothing
+ * dangles after the module object is gone. */
+PyMODINIT_FUNC PyInit__memo(void) {
+    PyObject *m;
+    if (coextra_import() < 0)
+        return NULL;
+    if (g_slot.generation == 0 && coextra_slot_reserve("coextra_memo", entry_free, NULL, &g_slot) < 0)
+        return NULL;
+    m = PyModule_Create(&module_def);
+    return m;
+}
