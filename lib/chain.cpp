@@ -23,12 +23,16 @@ void hook_decref(HookRec *h) noexcept {
         unmake(h);
 }
 
-void chain_decref(Chain *c) noexcept {
-    if (c == nullptr || --c->refs != 0)
-        return;
+// Out of line: the dispatcher only pays for the decrement (bench: per-frame cost).
+[[gnu::noinline]] void chain_free(Chain *c) noexcept {
     for (std::size_t i = 0; i < c->n; i++)
         hook_decref(c->hooks[i]);
     PyMem_RawFree(c);
+}
+
+inline void chain_decref(Chain *c) noexcept {
+    if (c != nullptr && --c->refs == 0)
+        chain_free(c);
 }
 
 // Put the dispatcher in when the first hook becomes active; give back what
@@ -39,25 +43,42 @@ void apply_install(Runtime *rt) noexcept {
     const bool want = rt->chain != nullptr;
     coextra_raw_eval_fn current = coextra_fc_get_eval(rt->interp);
     const bool ours = current == dispatcher();
+    // A tail we have handed back owns the interpreter again and may leave at
+    // any time: if our pointer comes back later (restored by a tool that had
+    // captured it), what lies below is unknown, so never reinstate that tail.
+    // (In-flight frames may still call it: it was current when they entered.)
+    const bool tail_known = rt->tail != nullptr && !rt->tail_handed_back;
     if (want && !rt->installed) {
         if (!ours) {
             rt->tail = current; // the foreign tool (or the default) becomes our tail
             coextra_fc_set_eval(rt->interp, dispatcher());
-        } else if (rt->tail == nullptr) {
+        } else if (!tail_known) {
             rt->tail = coextra_fc_default_eval();
         }
+        rt->tail_handed_back = false;
         rt->tail_is_foreign = rt->tail != coextra_fc_default_eval();
         rt->installed = true;
     } else if (!want && rt->installed) {
-        if (ours)
+        if (ours) {
             coextra_fc_set_eval(rt->interp, rt->tail);
+            rt->tail_handed_back = true;
+        }
         rt->installed = false;
+    } else if (!want && ours) {
+        // Idle, yet the interpreter's function is our dispatcher: a tool that
+        // displaced us has left and "restored" the pointer it found (ours).
+        // Step out as if we had been current all along: put back the tail a
+        // displaced dispatcher still forwards to, or CPython's evaluator.  No
+        // active hook = no eval-frame function (CPython's inlining and
+        // specialisation back on 3.11+).
+        coextra_fc_set_eval(rt->interp, tail_known ? rt->tail : coextra_fc_default_eval());
+        rt->tail_handed_back = true;
     }
 }
 
 // Rebuild the snapshot of active hooks from the registry.  Only allocation
 // can fail, and then nothing has changed.
-int rebuild_chain(Runtime *rt) noexcept {
+int rebuild_chain(Runtime *rt) {
     std::size_t n = 0;
     for (auto &kv : rt->hooks)
         if (kv.second->active && !kv.second->removed)
@@ -117,9 +138,100 @@ inline PyCodeObject *code_of(coextra_frame *f) noexcept {
 inline PyObject *call_tail(coextra_frame *f, int throwflag) {
     Runtime *rt = f->rt;
     f->consumed = true;
-    if (rt->tail_is_foreign)
-        rt->tail_raw = f->raw;
-    return rt->tail(f->tstate, f->raw, throwflag);
+    if (!rt->tail_is_foreign)
+        return rt->tail(f->tstate, f->raw, throwflag);
+    rt->tail_raw = f->raw;
+    PyObject *r = rt->tail(f->tstate, f->raw, throwflag);
+    // A foreign tail that runs the frame itself (it calls CPython's evaluator
+    // rather than its predecessor, or its predecessor is not us) never comes
+    // back to clear the mark; a leaf frame leaves it set.  The next frame
+    // pushed at the same address (3.11+ data stack, 3.9/3.10 zombie frames:
+    // the very next sibling call) would then be taken for the loop and skip
+    // every hook and the foreign tool.
+    rt->tail_raw = nullptr;
+    return r;
+}
+
+// Whether `code` holds a value in `slot` (the `only` filter): the same read
+// as slot_get_in (coextra_slot_get's fast path over the frozen public block
+// layout), local to this file because it runs for every frame an `only` hook
+// meets.
+inline bool code_holds(const Runtime *rt, PyCodeObject *code, coextra_slot slot) noexcept {
+    const Py_ssize_t idx = rt->co_extra_index;
+    if (idx < 0)
+        return false; // no code object holds anything yet
+    const auto *ce = static_cast<const coextra_code_extra_ *>(code->co_extra);
+    if (ce == nullptr || idx >= ce->ce_size)
+        return false;
+    const auto *b = static_cast<const coextra_block *>(ce->ce_extras[idx]);
+    const uint32_t i = slot.index - 1u;
+    return b != nullptr && i < b->capacity && b->entries[i].generation == slot.generation &&
+           b->entries[i].value != nullptr;
+}
+
+// Whether hook h takes frames of this code.  Hooks removed or deactivated
+// after a frame entered are skipped: their owner may already have released
+// what ctx points to.  *code is fetched on first need.
+inline bool takes(const Runtime *rt, const HookRec *h, coextra_raw_frame *raw, PyCodeObject **code) noexcept {
+    if (!h->active || h->removed)
+        return false;
+    if (h->only.generation == 0)
+        return true;
+    if (*code == nullptr)
+        *code = coextra_fc_code(raw);
+    return code_holds(rt, *code, h->only);
+}
+
+// The dispatcher's first hop: the first hook of the snapshot that takes this
+// frame, or c->n.
+inline std::size_t first_taker(const Runtime *rt, const Chain *c, coextra_raw_frame *raw,
+                               PyCodeObject **code) noexcept {
+    for (std::size_t j = 0; j < c->n; j++)
+        if (takes(rt, c->hooks[j], raw, code))
+            return j;
+    return c->n;
+}
+
+// The walk of coextra_eval_next from hook j on, once a hook with `only` is
+// met (it calls out to frame_compat for the code, so it is kept out of the
+// call-free walk below).
+[[gnu::noinline]] std::size_t next_taker_only(coextra_frame *f, std::size_t j) noexcept {
+    for (; j < f->chain->n; j++)
+        if (takes(f->rt, f->chain->hooks[j], f->raw, &f->code))
+            return j;
+    return f->chain->n;
+}
+
+// The position of the first hook after `here` that takes this frame, or
+// chain->n (the tail).  Call-free unless an `only` hook comes up, so that
+// coextra_eval_next needs no register saves on its common path.
+inline std::size_t next_taker(coextra_frame *f, std::size_t here) noexcept {
+    for (std::size_t j = here + 1; j < f->chain->n; j++) {
+        const HookRec *h = f->chain->hooks[j];
+        if (!h->active || h->removed)
+            continue;
+        if (h->only.generation != 0)
+            return next_taker_only(f, j);
+        return j;
+    }
+    return f->chain->n;
+}
+
+// The body of coextra_eval_next: run the frame from the hook after f->pos.
+inline PyObject *run_chain(coextra_frame *f, int throwflag) {
+    const std::size_t here = f->pos;
+    const std::size_t j = next_taker(f, here);
+    f->pos = j;
+    if (j >= f->chain->n) {
+        // The tail consumes the frame: from here on every use of f that
+        // reads pos (eval_next, frame_return) fails on f->consumed, so pos
+        // needs no restoring and this can be a tail call.
+        return call_tail(f, throwflag);
+    }
+    const HookRec *h = f->chain->hooks[j];
+    PyObject *r = h->eval(f, throwflag, h->ctx);
+    f->pos = here;
+    return r;
 }
 
 // The eval-frame function coextra installs.  Per frame: one scan for the
@@ -136,12 +248,38 @@ PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag)
             return coextra_fc_default_eval()(tstate, raw, throwflag);
     }
     Chain *c = rt->chain;
-    coextra_raw_eval_fn tail = rt->tail ? rt->tail : coextra_fc_default_eval();
-    if (c == nullptr)
-        return tail(tstate, raw, throwflag);
+    if (c == nullptr) {
+        // Idle: only a foreign tool that captured our pointer (installed over
+        // us) calls us now.  Displaced, we still forward to our tail (what the
+        // tool found below us), through call_tail's loop mark in case that
+        // tail chains to us as well.  A tail we handed back is not ours to
+        // call: it may be the very tool calling us (we re-installed over one
+        // that chains to us, then gave it back: calling it would bounce
+        // between it and us forever), or gone.
+        if (rt->tail == nullptr || rt->tail_handed_back)
+            return coextra_fc_default_eval()(tstate, raw, throwflag);
+        coextra_frame idle{tstate, raw, rt, nullptr, nullptr, 0, false};
+        return call_tail(&idle, throwflag);
+    }
+    PyCodeObject *code = nullptr;
+    const std::size_t j = first_taker(rt, c, raw, &code);
+    if (j >= c->n && !rt->tail_is_foreign) {
+        // No hook takes this frame (every active hook has `only` and this
+        // code holds nothing there): straight to the evaluator, as call_tail
+        // would, without a frame view or a pin on the snapshot (no Python
+        // ran since it was read).
+        return rt->tail(tstate, raw, throwflag);
+    }
     c->refs++;
-    coextra_frame f{tstate, raw, rt, c, nullptr, static_cast<std::size_t>(-1), false};
-    PyObject *r = api::eval_next(&f, throwflag);
+    coextra_frame f{tstate, raw, rt, c, code, j, false};
+    PyObject *r;
+    if (j >= c->n) {
+        r = call_tail(&f, throwflag);
+    } else {
+        const HookRec *h = c->hooks[j];
+        r = h->eval(&f, throwflag, h->ctx);
+        f.pos = static_cast<std::size_t>(-1);
+    }
     if (!f.consumed) {
         // A hook returned without delegating or returning through
         // coextra_frame_return.  On 3.12+ the frame would leak (the callee
@@ -173,7 +311,7 @@ void runtime_close_hooks(Runtime *rt) noexcept {
 
 namespace api {
 
-int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out) noexcept {
+int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out) {
     RegistryLock lock;
     if (out != nullptr)
         *out = nullptr;
@@ -232,9 +370,9 @@ int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out)
     return -1;
 }
 
-int hook_add(const coextra_hook_def *def, coextra_hook **out) noexcept { return hook_add_ex(def, 0, out); }
+int hook_add(const coextra_hook_def *def, coextra_hook **out) { return hook_add_ex(def, 0, out); }
 
-int hook_remove(coextra_hook *hook) noexcept {
+int hook_remove(coextra_hook *hook) {
     RegistryLock lock;
     Runtime *rt = current_runtime();
     if (rt == nullptr)
@@ -253,7 +391,7 @@ int hook_remove(coextra_hook *hook) noexcept {
     return 0;
 }
 
-int hook_set_active(coextra_hook *hook, int active) noexcept {
+int hook_set_active(coextra_hook *hook, int active) {
     RegistryLock lock;
     Runtime *rt = current_runtime();
     if (rt == nullptr)
@@ -274,7 +412,7 @@ int hook_set_active(coextra_hook *hook, int active) noexcept {
     return 0;
 }
 
-int hook_get_active(coextra_hook *hook) noexcept {
+int hook_get_active(coextra_hook *hook) {
     Runtime *rt = current_runtime();
     if (rt == nullptr)
         return -1;
@@ -282,31 +420,13 @@ int hook_get_active(coextra_hook *hook) noexcept {
     return h == nullptr ? -1 : (h->active ? 1 : 0);
 }
 
-PyObject *eval_next(coextra_frame *f, int throwflag) noexcept {
+PyObject *eval_next(coextra_frame *f, int throwflag) {
     if (f->consumed) {
         PyErr_SetString(PyExc_SystemError,
                         "coextra_eval_next: this frame was already evaluated or finished by coextra_frame_return");
         return nullptr;
     }
-    Chain *c = f->chain;
-    const std::size_t here = f->pos;
-    for (std::size_t j = here + 1; j < c->n; j++) {
-        HookRec *h = c->hooks[j];
-        // Hooks removed or deactivated after this frame entered are skipped:
-        // their owner may already have released what ctx points to.
-        if (!h->active || h->removed)
-            continue;
-        if (h->only.generation != 0 && slot_get_in(f->rt, reinterpret_cast<PyObject *>(code_of(f)), h->only) == nullptr)
-            continue;
-        f->pos = j;
-        PyObject *r = h->eval(f, throwflag, h->ctx);
-        f->pos = here;
-        return r;
-    }
-    f->pos = c->n;
-    PyObject *r = call_tail(f, throwflag);
-    f->pos = here;
-    return r;
+    return run_chain(f, throwflag);
 }
 
 PyCodeObject *frame_code(coextra_frame *f) noexcept { return code_of(f); }
@@ -314,7 +434,7 @@ PyObject *frame_function(coextra_frame *f) noexcept { return coextra_fc_function
 PyObject *frame_globals(coextra_frame *f) noexcept { return coextra_fc_globals(f->raw); }
 int frame_is_resume(coextra_frame *f) noexcept { return coextra_fc_is_resume(f->raw); }
 
-PyFrameObject *frame_object(coextra_frame *f) noexcept {
+PyFrameObject *frame_object(coextra_frame *f) {
     if (f->consumed) {
         PyErr_SetString(PyExc_SystemError, "coextra_frame_object: the frame is already finished");
         return nullptr;
@@ -322,7 +442,7 @@ PyFrameObject *frame_object(coextra_frame *f) noexcept {
     return coextra_fc_frame_object(f->raw);
 }
 
-PyObject *frame_return(coextra_frame *f, PyObject *result) noexcept {
+PyObject *frame_return(coextra_frame *f, PyObject *result) {
     if (f->consumed) {
         Py_XDECREF(result);
         PyErr_SetString(PyExc_SystemError,
@@ -346,7 +466,7 @@ PyObject *frame_return(coextra_frame *f, PyObject *result) noexcept {
     return result;
 }
 
-PyObject *hooks_info() noexcept {
+PyObject *hooks_info() {
     Runtime *rt = current_runtime();
     if (rt == nullptr)
         return nullptr;
@@ -377,10 +497,12 @@ PyObject *hooks_info() noexcept {
     return list;
 }
 
-PyObject *status_info() noexcept {
+PyObject *status_info() {
+    RegistryLock lock;
     Runtime *rt = current_runtime();
     if (rt == nullptr)
         return nullptr;
+    apply_install(rt); // the check the contract promises in status(): see the idle case there
     coextra_raw_eval_fn current = coextra_fc_get_eval(rt->interp);
     const bool installed = current == dispatcher();
     const bool displaced = dispatcher_displaced(rt);

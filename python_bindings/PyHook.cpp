@@ -235,7 +235,16 @@ PyGetSetDef hook_getset[] = {
     {"removed", hook_get_removed, nullptr, "True once removed.", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
+// Hooks are made by coextra.add_hook() only.  Without a tp_new of its own the
+// type would inherit object's, and `coextra.Hook()` would make a zero-filled
+// hook whose `.name` dereferenced NULL.
+PyObject *hook_new(PyTypeObject *, PyObject *, PyObject *) {
+    PyErr_SetString(PyExc_TypeError, "cannot create 'coextra.Hook' instances: use coextra.add_hook()");
+    return nullptr;
+}
+
 PyType_Slot hook_slots[] = {
+    {Py_tp_new, reinterpret_cast<void *>(hook_new)},
     {Py_tp_dealloc, reinterpret_cast<void *>(hook_dealloc)},
     {Py_tp_traverse, reinterpret_cast<void *>(hook_traverse)},
     {Py_tp_clear, reinterpret_cast<void *>(hook_clear)},

@@ -70,11 +70,27 @@ static PyObject *is_current(PyObject *m, PyObject *noargs) {
                            (_PyFrameEvalFunction)foreign_eval);
 }
 
+/* Address of the eval-frame function found at install() (comparable with
+ * coextra_test_native.eval_frame_func()). */
+static PyObject *prev_func(PyObject *m, PyObject *noargs) {
+    (void)m;
+    (void)noargs;
+    return PyLong_FromVoidPtr((void *)g_prev);
+}
+
+static PyObject *func(PyObject *m, PyObject *noargs) {
+    (void)m;
+    (void)noargs;
+    return PyLong_FromVoidPtr((void *)foreign_eval);
+}
+
 static PyMethodDef methods[] = {
     {"install", install, METH_VARARGS, "install(chain=True): become the eval-frame function"},
     {"uninstall", uninstall, METH_NOARGS, "restore the function found at install()"},
     {"count", count, METH_NOARGS, "frames seen"},
     {"reset", reset, METH_NOARGS, "zero the counter"},
+    {"prev_func", prev_func, METH_NOARGS, "address of the function found at install()"},
+    {"func", func, METH_NOARGS, "address of this tool's eval-frame function"},
     {"is_current", is_current, METH_NOARGS, "whether this hook is the interpreter's eval-frame function"},
     {NULL, NULL, 0, NULL}};
 

@@ -6,12 +6,16 @@
 /* What a hook does with the frame it gets. */
 enum mode {
     MODE_PASS,        /* count, delegate */
-    MODE_LOG,         /* append (name, "enter"/"exit", co_name, is_resume, throwflag) to a list, delegate */
+    MODE_LOG,         /* append (name, "enter"/"exit", co_name, is_resume, throwflag, code) to a list, delegate */
     MODE_MEMO,        /* frames of code `arg` are finished with coextra_frame_return(42) */
     MODE_RETURN,      /* every frame: coextra_frame_return(None) (SystemError on resumptions) */
     MODE_DOUBLE_NEXT, /* delegate twice (the second must fail) */
     MODE_NO_CONSUME,  /* return None without delegating (the dispatcher must dispose) */
     MODE_FRAME_OBJ,   /* materialise the frame object, append (f_code is code, f_lineno) to list `arg` */
+    MODE_RAISE,       /* return NULL with RuntimeError("native raise") without delegating */
+    MODE_REMOVE_SELF, /* remove this hook's own handle on its first frame, then delegate */
+    MODE_KEEP_FRAME,  /* append the frame object itself to list `arg` (it outlives the frame), delegate */
+    MODE_FUNCTION,    /* append (coextra_frame_function or None, coextra_frame_globals) to list `arg`, delegate */
 };
 
 typedef struct hook_ctx {
@@ -19,12 +23,15 @@ typedef struct hook_ctx {
     char name[64];
     enum mode mode;
     long count;
-    PyObject *arg; /* strong */
+    PyObject *arg;  /* strong */
+    PyObject *code; /* strong or NULL: the mode applies only to frames of this code object; others delegate */
+    int self_removed; /* MODE_REMOVE_SELF did its removal */
 } hook_ctx;
 
 static PyObject *append_log(hook_ctx *c, const char *what, coextra_frame *f, int throwflag) {
     PyCodeObject *code = coextra_frame_code(f);
-    PyObject *t = Py_BuildValue("(ssOii)", c->name, what, code->co_name, coextra_frame_is_resume(f), throwflag);
+    PyObject *t = Py_BuildValue("(ssOiiO)", c->name, what, code->co_name, coextra_frame_is_resume(f), throwflag,
+                                (PyObject *)code);
     if (t == NULL)
         return NULL;
     if (PyList_Append(c->arg, t) < 0) {
@@ -39,6 +46,8 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
     hook_ctx *c = (hook_ctx *)ctx_;
     PyObject *r, *r2;
     c->count++;
+    if (c->code != NULL && (PyObject *)coextra_frame_code(f) != c->code)
+        return coextra_eval_next(f, throwflag);
     switch (c->mode) {
     case MODE_LOG: {
         PyObject *et, *ev, *tb;
@@ -89,40 +98,79 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
         }
         return coextra_eval_next(f, throwflag);
     }
+    case MODE_RAISE:
+        PyErr_SetString(PyExc_RuntimeError, "native raise");
+        return NULL;
+    case MODE_REMOVE_SELF:
+        if (!c->self_removed) {
+            c->self_removed = 1;
+            if (coextra_hook_remove(c->handle) < 0)
+                return NULL;
+        }
+        return coextra_eval_next(f, throwflag);
+    case MODE_KEEP_FRAME: {
+        PyFrameObject *fo = coextra_frame_object(f);
+        if (fo == NULL || PyList_Append(c->arg, (PyObject *)fo) < 0)
+            PyErr_Clear();
+        return coextra_eval_next(f, throwflag);
+    }
+    case MODE_FUNCTION: {
+        PyObject *fn = coextra_frame_function(f);
+        PyObject *t = Py_BuildValue("(OO)", fn ? fn : Py_None, coextra_frame_globals(f));
+        if (t == NULL || PyList_Append(c->arg, t) < 0)
+            PyErr_Clear();
+        Py_XDECREF(t);
+        return coextra_eval_next(f, throwflag);
+    }
     case MODE_PASS:
     default:
         return coextra_eval_next(f, throwflag);
     }
 }
 
-static const char *mode_names[] = {"pass", "log", "memo", "return", "double_next", "no_consume", "frame_object", NULL};
+static const char *mode_names[] = {"pass",  "log",         "memo",       "return",   "double_next",
+                                   "no_consume", "frame_object", "raise", "remove_self", "keep_frame",
+                                   "function",   NULL};
 
-/* add(name, priority, mode, arg=None, only=(0, 0)) -> handle (int) */
+/* add(name, priority, mode, arg=None, only=(0, 0), code=None) -> handle (int) */
 static PyObject *add(PyObject *m, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"name", "priority", "mode", "arg", "only", NULL};
-    PyObject *name_obj, *arg = Py_None;
+    static char *kwlist[] = {"name", "priority", "mode", "arg", "only", "code", NULL};
+    PyObject *name_obj, *arg = Py_None, *code = Py_None;
     const char *mode_name, *name = NULL;
     int priority, i;
     unsigned int only_index = 0, only_gen = 0;
     hook_ctx *c;
     coextra_hook_def def;
     (void)m;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Ois|O(II)", kwlist, &name_obj, &priority, &mode_name, &arg,
-                                     &only_index, &only_gen))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Ois|O(II)O", kwlist, &name_obj, &priority, &mode_name, &arg,
+                                     &only_index, &only_gen, &code))
         return NULL;
+    if (code != Py_None && !PyCode_Check(code)) {
+        PyErr_SetString(PyExc_TypeError, "code must be a code object or None");
+        return NULL;
+    }
     if (name_obj != Py_None && !(name = PyUnicode_AsUTF8(name_obj)))
         return NULL;
     c = (hook_ctx *)PyMem_RawCalloc(1, sizeof(hook_ctx));
     if (c == NULL)
         return PyErr_NoMemory();
-    c->mode = MODE_PASS;
+    c->mode = (enum mode)-1;
     for (i = 0; mode_names[i]; i++)
         if (strcmp(mode_names[i], mode_name) == 0)
             c->mode = (enum mode)i;
+    if ((int)c->mode < 0) {
+        PyMem_RawFree(c);
+        PyErr_Format(PyExc_ValueError, "unknown mode '%s'", mode_name);
+        return NULL;
+    }
     if (name)
         strncpy(c->name, name, sizeof(c->name) - 1);
     Py_INCREF(arg);
     c->arg = arg;
+    if (code != Py_None) {
+        Py_INCREF(code);
+        c->code = code;
+    }
     def.name = name;
     def.priority = priority;
     def.eval = hook_eval;
@@ -131,6 +179,7 @@ static PyObject *add(PyObject *m, PyObject *args, PyObject *kw) {
     def.only.generation = only_gen;
     if (coextra_hook_add(&def, &c->handle) < 0) {
         Py_DECREF(c->arg);
+        Py_XDECREF(c->code);
         PyMem_RawFree(c);
         return NULL;
     }
@@ -182,6 +231,70 @@ static PyObject *remove_raw(PyObject *m, PyObject *addr) {
     Py_RETURN_NONE;
 }
 
+/* A native slot for `only` tests.  Values are a non-NULL marker (no free function needed). */
+static int parse_slot(PyObject *o, coextra_slot *s) {
+    unsigned int index, generation;
+    if (!PyArg_ParseTuple(o, "II", &index, &generation))
+        return -1;
+    s->index = index;
+    s->generation = generation;
+    return 0;
+}
+
+static char g_marker;
+
+/* reserve_slot(name) -> (index, generation) */
+static PyObject *reserve_slot(PyObject *m, PyObject *args) {
+    const char *name;
+    coextra_slot s;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "s", &name))
+        return NULL;
+    if (coextra_slot_reserve(name, NULL, NULL, &s) < 0)
+        return NULL;
+    return Py_BuildValue("(II)", s.index, s.generation);
+}
+
+/* mark(code, slot): store the marker in `slot` for `code` */
+static PyObject *mark(PyObject *m, PyObject *args) {
+    PyObject *code, *slot;
+    coextra_slot s;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OO", &code, &slot) || parse_slot(slot, &s) < 0)
+        return NULL;
+    if (coextra_slot_set(code, s, &g_marker) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* unmark(code, slot) */
+static PyObject *unmark(PyObject *m, PyObject *args) {
+    PyObject *code, *slot;
+    coextra_slot s;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OO", &code, &slot) || parse_slot(slot, &s) < 0)
+        return NULL;
+    if (coextra_slot_clear(code, s) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* release_slot(slot) */
+static PyObject *release_slot(PyObject *m, PyObject *slot) {
+    coextra_slot s;
+    (void)m;
+    if (parse_slot(slot, &s) < 0 || coextra_slot_release(s) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* is_removed(h): the hook removed itself (mode remove_self) */
+static PyObject *is_removed(PyObject *m, PyObject *h) {
+    hook_ctx *c = ctx_of(h);
+    (void)m;
+    return c ? PyBool_FromLong(c->self_removed) : NULL;
+}
+
 static PyObject *eval_frame_func(PyObject *m, PyObject *noargs) {
     (void)m;
     (void)noargs;
@@ -201,6 +314,11 @@ static PyMethodDef methods[] = {
     {"remove_raw", remove_raw, METH_O, "remove_raw(address): pass any pointer as a hook handle"},
     {"set_active", set_active, METH_VARARGS, "set_active(handle, flag)"},
     {"count", count, METH_O, "count(handle) -> frames seen"},
+    {"reserve_slot", reserve_slot, METH_VARARGS, "reserve_slot(name) -> (index, generation)"},
+    {"mark", mark, METH_VARARGS, "mark(code, slot): give code a value in slot"},
+    {"unmark", unmark, METH_VARARGS, "unmark(code, slot)"},
+    {"release_slot", release_slot, METH_O, "release_slot(slot)"},
+    {"is_removed", is_removed, METH_O, "is_removed(handle): the hook removed itself"},
     {"eval_frame_func", eval_frame_func, METH_NOARGS, "address of the interpreter's eval-frame function"},
     {"default_eval_func", default_eval_func, METH_NOARGS, "address of _PyEval_EvalFrameDefault"},
     {NULL, NULL, 0, NULL}};

@@ -1,0 +1,685 @@
+"""test_chain.py: the eval-frame chain against real CPython: order, only, activation, changes from
+inside hooks and other threads, introspection, input validation, callback isolation, exceptions, idle."""
+
+import sys
+import threading
+import traceback
+import unittest
+
+import coextra
+import coextra_test_native as native
+
+from test_chain_helpers import PY, ChainTestCase, UnraisableCatcher, native_events, uname
+
+
+def target():
+    return inner() + 1
+
+
+def inner():
+    return 41
+
+
+def other():
+    return 7
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+class TestOrder(ChainTestCase):
+    def _py_logger(self, log, tag):
+        # Python callbacks: their own frames reach the native hooks (named
+        # "<lambda>"), which is why the checks filter on the target's name.
+        return dict(on_enter=lambda code: log.append((tag, "enter", code.co_name)),
+                    on_exit=lambda code: log.append((tag, "exit", code.co_name)))
+
+    @staticmethod
+    def _of(log, co_name):
+        return [(e[0], e[1]) for e in log if e[2] == co_name]
+
+    def test_three_priorities_python_and_native(self):
+        log = []
+        # Registered innermost first: the order must come from the priorities.
+        self.add_native("log", coextra.PRIORITY_OPTIMIZER, log, name="chain.order.opt")
+        self.add_hook("chain.order.py", priority=coextra.PRIORITY_PROFILER, **self._py_logger(log, "chain.order.py"))
+        self.add_native("log", coextra.PRIORITY_DEBUGGER, log, name="chain.order.dbg")
+        self.assertEqual(target(), 42)
+        self.assertEqual(self._of(log, "target"), [
+            ("chain.order.dbg", "enter"), ("chain.order.py", "enter"), ("chain.order.opt", "enter"),
+            ("chain.order.opt", "exit"), ("chain.order.py", "exit"), ("chain.order.dbg", "exit")])
+        # the nested frame is wrapped the same way, inside target's
+        seq = [(e[0], e[1], e[2]) for e in log if e[2] in ("target", "inner")]
+        self.assertEqual(seq[:3], [("chain.order.dbg", "enter", "target"), ("chain.order.py", "enter", "target"),
+                                   ("chain.order.opt", "enter", "target")])
+        self.assertEqual(seq[3:9], [("chain.order.dbg", "enter", "inner"), ("chain.order.py", "enter", "inner"),
+                                    ("chain.order.opt", "enter", "inner"), ("chain.order.opt", "exit", "inner"),
+                                    ("chain.order.py", "exit", "inner"), ("chain.order.dbg", "exit", "inner")])
+        mine = [h for h in coextra.hooks() if h.name.startswith("chain.order.")]
+        self.assertEqual(mine, [
+            coextra.HookInfo("chain.order.dbg", coextra.PRIORITY_DEBUGGER, True, True),
+            coextra.HookInfo("chain.order.py", coextra.PRIORITY_PROFILER, True, False),
+            coextra.HookInfo("chain.order.opt", coextra.PRIORITY_OPTIMIZER, True, True)])
+
+    def test_equal_priorities_keep_registration_order(self):
+        log = []
+        self.add_native("log", 500, log, name="chain.eq.a")
+        b = self.add_hook("chain.eq.b", **self._py_logger(log, "chain.eq.b"))
+        self.add_native("log", 500, log, name="chain.eq.c")
+        self.add_hook("chain.eq.d", **self._py_logger(log, "chain.eq.d"))
+        self.add_native("log", 499, log, name="chain.eq.first")  # lower priority still goes first
+        self.assertEqual(other(), 7)
+        names = ["chain.eq.first", "chain.eq.a", "chain.eq.b", "chain.eq.c", "chain.eq.d"]
+        self.assertEqual(self._of(log, "other"),
+                         [(n, "enter") for n in names] + [(n, "exit") for n in reversed(names)])
+        self.assertEqual([h.name for h in coextra.hooks() if h.name.startswith("chain.eq.")], names)
+        # Re-registering b makes it the newest of its priority: last among equals.
+        b.remove()
+        self.add_hook("chain.eq.b", **self._py_logger(log, "chain.eq.b"))
+        log.clear()
+        other()
+        names = ["chain.eq.first", "chain.eq.a", "chain.eq.c", "chain.eq.d", "chain.eq.b"]
+        self.assertEqual(self._of(log, "other"),
+                         [(n, "enter") for n in names] + [(n, "exit") for n in reversed(names)])
+        self.assertEqual([h.name for h in coextra.hooks() if h.name.startswith("chain.eq.")], names)
+
+
+class TestOnly(ChainTestCase):
+    def test_only_python_slot(self):
+        slot = coextra.Slot(uname("only"))
+        self.addCleanup(lambda: slot.released or slot.release())
+        seen, done = [], []
+        self.add_hook(only=slot, on_enter=seen.append, on_exit=done.append)
+        log = []
+        self.add_native("log", 100, log)  # a hook without `only` still sees everything
+        target(), other()
+        self.assertEqual(seen, [])
+        slot[inner.__code__] = "mark"
+        target(), other(), inner()
+        self.assertEqual(seen, [inner.__code__, inner.__code__])
+        self.assertEqual(done, seen)
+        self.assertEqual(len(native_events(log, "target")), 4)
+        del slot[inner.__code__]
+        slot[other.__code__] = 1
+        seen.clear(), done.clear()
+        target(), other()
+        self.assertEqual(seen, [other.__code__])
+        # A released slot holds no value anywhere: the hook is skipped, nothing breaks.
+        slot.release()
+        seen.clear()
+        self.assertEqual((target(), other()), (42, 7))
+        self.assertEqual(seen, [])
+
+    def test_only_native_slot(self):
+        handle = native.reserve_slot(uname("native-only"))
+        released = []
+        self.addCleanup(lambda: released or native.release_slot(handle))
+        log = []
+        self.add_native("log", 500, log, only=handle)
+        target(), other()
+        self.assertEqual(log, [])
+        native.mark(other.__code__, handle)
+        self.assertEqual((target(), other()), (42, 7))
+        self.assertEqual([(e[0].startswith("test_chain.native"), e[1], e[2]) for e in log],
+                         [(True, "enter", "other"), (True, "exit", "other")])
+        native.unmark(other.__code__, handle)
+        log.clear()
+        other()
+        self.assertEqual(log, [])
+        native.mark(target.__code__, handle)
+        native.release_slot(handle)
+        released.append(1)
+        target()
+        self.assertEqual(log, [])
+
+    def test_only_released_or_wrong(self):
+        slot = coextra.Slot(uname("only-rel"))
+        slot.release()
+        with self.assertRaises(coextra.ReleasedError):
+            coextra.add_hook(uname("x"), on_enter=id, only=slot)
+        with self.assertRaises(TypeError):
+            coextra.add_hook(uname("x"), on_enter=id, only=42)
+        handle = native.reserve_slot(uname("native-rel"))
+        native.release_slot(handle)
+        with self.assertRaises(coextra.ReleasedError):
+            native.add(uname("x"), 500, "pass", None, only=handle)
+        self.assertEqual([h for h in coextra.hooks() if h.name.startswith("test_chain.x")], [])
+
+
+class TestActivation(ChainTestCase):
+    def test_active_toggle(self):
+        seen, log = [], []
+        p = self.add_hook(on_enter=seen.append)
+        n = self.add_native("log", 200, log)
+        self.assertTrue(p.active)
+        self.assertEqual(coextra.status().active_hooks, 2)
+        p.active = False
+        del seen[:]
+        other()
+        got = list(seen)
+        self.assertFalse(p.active)
+        self.assertEqual(got, [])
+        self.assertEqual(len(native_events(log, "other")), 2)
+        info = {h.name: h for h in coextra.hooks()}
+        self.assertFalse(info[p.name].active)
+        self.assertEqual(coextra.status().active_hooks, 1)
+        native.set_active(n, False)
+        # No active hook left: coextra steps out entirely.
+        st = coextra.status()
+        self.assertEqual((st.installed, st.active_hooks), (False, 0))
+        self.assertEqual(native.eval_frame_func(), native.default_eval_func())
+        log.clear()
+        other()
+        self.assertEqual((seen, log), ([], []))
+        p.active = False  # same value again: harmless
+        p.active = 1      # any truth value
+        self.assertTrue(p.active)
+        self.assertTrue(coextra.status().installed)
+        other()
+        self.assertEqual(seen.count(other.__code__), 1)
+        native.set_active(n, True)
+        other()
+        self.assertEqual(len(native_events(log, "other")), 2)
+        self.assertEqual(coextra.status().active_hooks, 2)
+
+
+class TestChangesFromInsideHooks(ChainTestCase):
+    def test_python_hook_removes_itself(self):
+        enters, exits = [], []
+        box = {}
+
+        def on_enter(code):
+            enters.append(code)
+            if code is target.__code__:
+                box["h"].remove()
+
+        box["h"] = self.add_hook(on_enter=on_enter, on_exit=exits.append)
+        self.assertEqual(other(), 7)
+        self.assertEqual(target(), 42)       # removal happens while target is in flight
+        self.assertEqual((target(), other()), (42, 7))
+        # inner() was entered after the removal: not seen; target's own exit still is.
+        mine = (other.__code__, target.__code__, inner.__code__)
+        self.assertEqual([c for c in enters if c in mine], [other.__code__, target.__code__])
+        self.assertEqual([c for c in exits if c in mine], [other.__code__, target.__code__])
+        self.assertTrue(box["h"].removed)
+        self.assertNotIn(box["h"].name, [h.name for h in coextra.hooks()])
+
+    def test_removed_native_hook_is_never_called_again(self):
+        # After coextra_hook_remove() returns, the hook's eval function is not
+        # called again (its owner may free ctx), even for a frame that had
+        # already entered the chain when the removal happened.
+        inner_log = []
+        victim = self.add_native("log", 1000, inner_log)
+        at_removal = []
+
+        def on_enter(code):
+            if code is target.__code__ and not at_removal:
+                native.remove(victim)
+                at_removal.append((native.count(victim), len(inner_log)))
+
+        self.add_hook(on_enter=on_enter, priority=100)
+        self.assertEqual(target(), 42)
+        self.assertEqual(target(), 42)
+        self.assertEqual(len(at_removal), 1)
+        count, n_log = at_removal[0]
+        self.assertEqual(native.count(victim), count)
+        # The victim was in flight around on_enter's own frame (the callback
+        # ran inside it): that one evaluation finishes, nothing else follows.
+        self.assertEqual([e[1:3] for e in inner_log[n_log:]], [("exit", "on_enter")])
+        self.assertEqual(native_events(inner_log, "target"), [])
+        self.assertEqual(native_events(inner_log, "inner"), [])
+
+    def test_native_hook_removes_itself(self):
+        h = self.add_native("remove_self", 500)
+        self.assertEqual((target(), other(), fib(5)), (42, 7, 5))
+        self.assertTrue(native.is_removed(h))
+        self.assertEqual(native.count(h), 1)
+        with self.assertRaises(coextra.ReleasedError):
+            native.remove(h)
+
+    def test_add_from_inside_hook(self):
+        added_enters, added_exits = [], []
+        added_log = []
+        box = {}
+
+        def on_enter(code):
+            if code is target.__code__ and "q" not in box:
+                box["q"] = coextra.add_hook(uname("added"), priority=1000,
+                                            on_enter=added_enters.append, on_exit=added_exits.append)
+                box["n"] = native.add(uname("added-native"), 900, "log", added_log)
+
+        self.add_hook(on_enter=on_enter, priority=100)
+        interesting = (target.__code__, inner.__code__)
+        try:
+            r1 = target()
+            first = ([c for c in list(added_enters) if c in interesting],
+                     [c for c in list(added_exits) if c in interesting],
+                     [e[:2] for e in native_events(added_log, "inner")], native_events(added_log, "target"))
+            r2 = target()
+        finally:
+            box["q"].remove()
+            native.remove(box["n"])
+        self.assertEqual((r1, r2), (42, 42))
+        # target was in flight when they were added: it finishes through the
+        # chain it entered; inner() was entered afterwards.
+        self.assertEqual(first[0], [inner.__code__])
+        self.assertEqual(first[1], [inner.__code__])
+        self.assertEqual([e[1] for e in first[2]], ["enter", "exit"])
+        self.assertEqual(first[3], [])
+        self.assertEqual([c for c in added_enters if c in interesting],
+                         [inner.__code__, target.__code__, inner.__code__])
+        self.assertEqual([c for c in added_exits if c in interesting],
+                         [inner.__code__, inner.__code__, target.__code__])
+
+
+class TestThreads(ChainTestCase):
+    def test_changes_from_another_thread(self):
+        n_workers, iterations, cycles = 4, 150, 60
+        old_interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)
+        self.addCleanup(sys.setswitchinterval, old_interval)
+        records = []  # (enters, exits) per Python hook ever added
+        native_logs = []
+        errors = []
+        start = threading.Barrier(n_workers + 1)
+        results = [None] * n_workers
+
+        def work(i):
+            start.wait()
+            total = 0
+            for _ in range(iterations):
+                total += fib(7) + target()
+            results[i] = total
+
+        def change():
+            start.wait()
+            live = []
+            try:
+                for k in range(cycles):
+                    enters, exits = [], []
+                    records.append((enters, exits))
+                    live.append(coextra.add_hook(uname("thr"), priority=(k * 37) % 1000,
+                                                 on_enter=enters.append, on_exit=exits.append))
+                    log = []
+                    native_logs.append(log)
+                    live.append(native.add(uname("thr-native"), (k * 53) % 1000, "log", log))
+                    if k % 3 == 0:
+                        h = live[-2]
+                        h.active = not h.active
+                    if k % 4 == 1:
+                        native.set_active(live[-1], False)
+                    if len(live) > 6:
+                        for h in (live.pop(0), live.pop(0)):
+                            h.remove() if isinstance(h, coextra.Hook) else native.remove(h)
+                for h in live:
+                    h.remove() if isinstance(h, coextra.Hook) else native.remove(h)
+            except BaseException as e:  # reported below, never swallowed
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(n_workers)]
+        threads.append(threading.Thread(target=change))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertFalse(any(t.is_alive() for t in threads), "a thread is stuck")
+        self.assertEqual(errors, [])
+        self.assertEqual(results, [iterations * (13 + 42)] * n_workers)
+        seen_any = 0
+        for enters, exits in records:
+            self.assertBalanced(enters, exits)
+            seen_any += len(enters)
+        for log in native_logs:
+            self.assertEqual(sum(1 for e in log if e[1] == "enter"), sum(1 for e in log if e[1] == "exit"))
+        self.assertGreater(seen_any, 0, "no hook saw any worker frame: the test exercised nothing")
+        self.assertEqual([h for h in coextra.hooks() if h.name.startswith("test_chain.thr")], [])
+
+
+class TestIntrospectionAndErrors(ChainTestCase):
+    def test_hooks_and_status(self):
+        st = coextra.status()
+        self.assertIsInstance(st, coextra.Status)
+        self.assertEqual(st._fields, ("installed", "displaced", "foreign_tail", "active_hooks", "co_extra_index"))
+        self.assertEqual((st.installed, st.displaced, st.foreign_tail, st.active_hooks), (False, False, False, 0))
+        self.assertTrue(st.co_extra_index is None or (isinstance(st.co_extra_index, int) and st.co_extra_index >= 0))
+        before = coextra.hooks()
+        p = self.add_hook("chain.intro.p", priority=coextra.PRIORITY_OPTIMIZER, on_exit=id)
+        n = self.add_native("pass", coextra.PRIORITY_DEBUGGER, name="chain.intro.n")
+        self.assertIsInstance(p, coextra.Hook)
+        self.assertEqual((p.name, p.priority, p.active, p.removed), ("chain.intro.p", 1000, True, False))
+        self.assertIn("chain.intro.p", repr(p))
+        st = coextra.status()
+        self.assertEqual((st.installed, st.displaced, st.foreign_tail, st.active_hooks), (True, False, False, 2))
+        mine = [h for h in coextra.hooks() if h not in before]
+        self.assertEqual(mine, [coextra.HookInfo("chain.intro.n", 100, True, True),
+                                coextra.HookInfo("chain.intro.p", 1000, True, False)])
+        self.assertIsInstance(mine[0], coextra.HookInfo)
+        p.active = False
+        self.assertIn(coextra.HookInfo("chain.intro.p", 1000, False, False), coextra.hooks())
+        self.assertEqual(coextra.status().active_hooks, 1)
+        native.remove(n)
+        p.remove()
+        self.assertEqual(coextra.hooks(), before)
+        self.assertEqual(coextra.status().active_hooks, 0)
+        self.assertIn("removed", repr(p))
+        self.assertEqual(coextra.PRIORITY_DEBUGGER < coextra.PRIORITY_PROFILER < coextra.PRIORITY_DEFAULT
+                         < coextra.PRIORITY_OPTIMIZER, True)
+
+    def test_with_statement_removes(self):
+        seen = []
+        with coextra.add_hook(uname("with"), on_enter=seen.append) as h:
+            self.assertTrue(coextra.status().installed)
+            other()
+        self.assertTrue(h.removed)
+        other()
+        self.assertEqual(seen.count(other.__code__), 1)
+
+    def test_duplicate_names(self):
+        name = uname("dup")
+        self.add_hook(name, on_enter=id)
+        with self.assertRaises(ValueError):
+            coextra.add_hook(name, on_enter=id)
+        with self.assertRaises(ValueError):
+            native.add(name, 500, "pass")
+        nname = uname("dup-native")
+        self.add_native("pass", name=nname)
+        with self.assertRaises(ValueError):
+            coextra.add_hook(nname)
+        with self.assertRaises(ValueError):
+            native.add(nname, 500, "pass")
+        self.assertEqual(sum(1 for h in coextra.hooks() if h.name in (name, nname)), 2)
+
+    def test_name_free_again_after_remove(self):
+        name = uname("reuse")
+        coextra.add_hook(name).remove()
+        self.add_hook(name).remove()
+        h = native.add(name, 500, "pass")
+        native.remove(h)
+        self.add_hook(name)
+
+    def test_bad_priorities(self):
+        for prio in (coextra._coextra.PRIORITY_MIN - 1, coextra._coextra.PRIORITY_MAX + 1, -(2 ** 31)):
+            with self.assertRaises(ValueError, msg=prio):
+                coextra.add_hook(uname("prio"), priority=prio)
+            with self.assertRaises(ValueError, msg=prio):
+                native.add(uname("prio"), prio, "pass")
+        with self.assertRaises((TypeError, OverflowError)):
+            coextra.add_hook(uname("prio"), priority=2 ** 40)
+        with self.assertRaises(TypeError):
+            coextra.add_hook(uname("prio"), priority="high")
+        with self.assertRaises(TypeError):
+            coextra.add_hook(uname("prio"), priority=1.5)
+        # the bounds themselves are valid
+        self.add_hook(priority=coextra._coextra.PRIORITY_MIN)
+        self.add_hook(priority=coextra._coextra.PRIORITY_MAX)
+        self.assertEqual([h.name for h in coextra.hooks() if h.name.startswith("test_chain.prio")], [])
+
+    def test_bad_names(self):
+        for bad in ("", "a\0b", "x" * (coextra._coextra.NAME_MAX + 1)):
+            with self.assertRaises(ValueError, msg=repr(bad[:20])):
+                coextra.add_hook(bad)
+        for bad in (None, 42, b"bytes"):
+            with self.assertRaises(TypeError, msg=repr(bad)):
+                coextra.add_hook(bad)
+        with self.assertRaises(ValueError):
+            native.add(None, 500, "pass")  # NULL name through the C API
+        with self.assertRaises(ValueError):
+            native.add("", 500, "pass")
+        self.add_hook("x" * coextra._coextra.NAME_MAX)  # the limit itself is fine
+
+    def test_bad_callbacks(self):
+        for kw in ({"on_enter": 42}, {"on_exit": "not callable"}, {"on_enter": id, "on_exit": 1.0}):
+            with self.assertRaises(TypeError, msg=kw):
+                coextra.add_hook(uname("cb"), **kw)
+        with self.assertRaises(TypeError):
+            coextra.add_hook(uname("cb"), id)  # callbacks are keyword-only
+        self.assertEqual([h for h in coextra.hooks() if h.name.startswith("test_chain.cb")], [])
+        self.assertFalse(coextra.status().installed)
+
+    def test_removed_twice(self):
+        h = coextra.add_hook(uname("twice"), on_enter=id)
+        h.remove()
+        with self.assertRaises(coextra.ReleasedError):
+            h.remove()
+        self.assertTrue(issubclass(coextra.ReleasedError, RuntimeError))
+        with self.assertRaises(coextra.ReleasedError):
+            h.active = True
+        self.assertFalse(h.active)
+        with h:  # leaving a with-block of a removed hook is fine
+            pass
+        n = native.add(uname("twice-native"), 500, "pass")
+        native.remove(n)
+        with self.assertRaises(coextra.ReleasedError):
+            native.remove(n)
+        with self.assertRaises(coextra.ReleasedError):
+            native.set_active(n, True)
+
+    def test_native_bad_handles(self):
+        with self.assertRaises(coextra.ReleasedError):
+            native.remove_raw(12345)
+        with self.assertRaises(coextra.ReleasedError):
+            native.remove_raw(0xDEADBEEF0)
+        with self.assertRaises(ValueError):
+            native.remove_raw(0)
+        self.assertEqual(other(), 7)
+
+
+class TestPythonCallbacks(ChainTestCase):
+    def test_own_callback_frames_not_seen(self):
+        seen_a, seen_b = [], []
+
+        def helper():
+            return other()
+
+        def cb_a(code):
+            seen_a.append(code)
+            if code is target.__code__:
+                helper()
+                target()  # even a function the hook otherwise sees
+
+        on_exit = lambda code: code is target.__code__ and helper()  # noqa: E731
+        a = self.add_hook(on_enter=cb_a, on_exit=on_exit)
+        self.add_hook(on_enter=seen_b.append, priority=900)
+        native_log = []
+        self.add_native("log", 950, native_log)
+        self.assertEqual(target(), 42)
+        # a saw only target and inner, never its callbacks' frames (helper, other, the lambda, cb_a)
+        callback_codes = (helper.__code__, other.__code__, cb_a.__code__, on_exit.__code__)
+        self.assertEqual([c for c in list(seen_a) if c in callback_codes + (target.__code__, inner.__code__)],
+                         [target.__code__, inner.__code__])
+        # another hook does see a's callback frames: exclusion is per hook
+        self.assertIn(cb_a.__code__, seen_b)
+        self.assertIn(helper.__code__, seen_b)
+        self.assertIn("cb_a", [e[2] for e in native_log])
+        self.assertTrue(a.active)
+
+    def test_callback_exceptions_go_to_unraisablehook(self):
+        def raiser():
+            raise IndexError("from the frame")
+
+        watched = (target.__code__, inner.__code__, raiser.__code__)
+
+        def bad_enter(code):
+            if code in watched:
+                raise ValueError("boom-enter " + code.co_name)
+
+        def bad_exit(code):
+            if code in watched:
+                raise KeyError("boom-exit")
+
+        self.add_hook(on_enter=bad_enter, on_exit=bad_exit)
+        with UnraisableCatcher() as u:
+            result = target()
+        self.assertEqual(result, 42)
+        self.assertEqual([t for t, m, o in u.seen], [ValueError, ValueError, KeyError, KeyError])
+        self.assertEqual([o for t, m, o in u.seen], [bad_enter, bad_enter, bad_exit, bad_exit])
+        self.assertEqual(u.seen[0][1], "boom-enter target")
+        self.assertEqual(u.seen[1][1], "boom-enter inner")
+
+        # A frame that raises keeps its own exception when the callbacks raise too.
+        with UnraisableCatcher() as u:
+            try:
+                raiser()
+            except IndexError as e:
+                caught = e
+        self.assertEqual(str(caught), "from the frame")
+        self.assertIsNone(caught.__context__)
+        self.assertEqual([t for t, m, o in u.seen], [ValueError, KeyError])
+
+
+def _raise_nested(n):
+    if n == 0:
+        try:
+            {}["missing"]
+        except KeyError as e:
+            raise ValueError("converted %d" % n) from e
+    return _raise_nested(n - 1) + 1
+
+
+def _raise5():
+    return _raise_nested(5)
+
+
+def _raise_context():
+    try:
+        _raise_nested(3)
+    except ValueError:
+        1 / 0
+
+
+class TestExceptions(ChainTestCase):
+    def _capture(self, fn):
+        try:
+            fn()
+        except BaseException as e:
+            return type(e), str(e), traceback.format_exception(type(e), e, e.__traceback__), \
+                [(f.name, f.lineno) for f in traceback.extract_tb(e.__traceback__)]
+        self.fail("no exception")
+
+    def test_exceptions_unchanged(self):
+        plain = [self._capture(_raise_context), self._capture(_raise5)]
+        self.add_hook(on_enter=list().append, on_exit=list().append)
+        self.add_hook(on_enter=lambda c: None, priority=100)
+        self.add_native("log", 200, [])
+        self.add_native("pass", 1000)
+        hooked = [self._capture(_raise_context), self._capture(_raise5)]
+        self.assertEqual(hooked, plain)
+        self.assertIs(plain[0][0], ZeroDivisionError)
+        self.assertIn("converted 0", "".join(plain[0][2]))
+
+    def test_deep_recursion(self):
+        enters, exits = [], []
+        self.add_hook(on_enter=enters.append, on_exit=exits.append)
+        self.add_native("pass", 900)
+
+        def down(n):
+            return down(n + 1) + 1
+
+        for _ in range(2):
+            with self.assertRaises(RecursionError):
+                down(0)
+        e, x = list(enters), list(exits)  # snapshot: the assert helpers below are frames too
+        self.assertBalanced(e, x)
+        self.assertGreater(e.count(down.__code__), 100)
+        # the interpreter is usable afterwards, hooks still running
+        self.assertEqual(fib(15), 610)
+        self.assertEqual(enters.count(fib.__code__), 1973)
+        # a Python callback that itself hits the limit goes to unraisablehook
+        calls = []
+        self.add_hook(on_enter=lambda code: calls.append(code), priority=100)
+        with UnraisableCatcher() as u:
+            with self.assertRaises(RecursionError):
+                down(0)
+        self.assertTrue(all(t is RecursionError for t, m, o in u.seen), u.seen[:3])
+        self.assertEqual(fib(10), 55)
+        e, x = list(enters), list(exits)
+        self.assertBalanced(e, x)
+
+
+class TestIdle(ChainTestCase):
+    def test_pointer_restored_after_last_hook(self):
+        before = native.eval_frame_func()
+        self.assertEqual(before, native.default_eval_func())
+        p = self.add_hook(on_enter=id)
+        self.assertNotEqual(native.eval_frame_func(), before)
+        dispatcher = native.eval_frame_func()
+        n = self.add_native("pass")
+        self.assertEqual(native.eval_frame_func(), dispatcher)
+        p.remove()
+        self.assertEqual(native.eval_frame_func(), dispatcher)
+        self.assertTrue(coextra.status().installed)
+        native.remove(n)
+        st = coextra.status()
+        self.assertEqual((st.installed, st.displaced, st.foreign_tail, st.active_hooks), (False, False, False, 0))
+        self.assertEqual(native.eval_frame_func(), before)
+        if PY >= (3, 11):
+            self.assertEqual(native.eval_frame_func(), native.default_eval_func())
+        # and again, through deactivation instead of removal
+        q = self.add_hook(on_enter=id)
+        self.assertEqual(native.eval_frame_func(), dispatcher)
+        q.active = False
+        self.assertEqual(native.eval_frame_func(), before)
+
+
+class TestCpythonBypasses(ChainTestCase):
+    """CPython bugs that make frames skip EVERY eval-frame function, coextra's included.  Nothing in
+    coextra can see those frames; these tests pin the observed behaviour per version so that a
+    change (a fix in a later patch release, or a regression) shows up.  The profile comparisons in
+    test_chain_generators tolerate exactly these (test_chain_helpers.CPYTHON_BYPASSED_NAMES)."""
+
+    def test_init_frames_seen(self):
+        # 3.13.0 (reference §4): the specialised CALL_ALLOC_AND_ENTER_INIT has no PEP 523 check, so
+        # `Cls(...)` pushes the __init__ frame inline.  3.14 added _CHECK_PEP_523 to it.
+        ns = {}
+        exec(compile("class Point:\n"
+                     "    def __init__(self, x):\n"
+                     "        self.x = x\n"
+                     "def make(n):\n"
+                     "    for i in range(n):\n"
+                     "        Point(i)\n", "<init-bypass>", "exec"), ns)
+        init_code = ns["Point"].__init__.__code__
+        slot = coextra.Slot(uname("init"))
+        self.addCleanup(slot.release)
+        slot[init_code] = True
+        seen = []
+        self.add_hook(on_enter=seen.append, only=slot)
+        ns["make"](1000)
+        n = len(seen)
+        v = sys.version_info
+        if v[:3] == (3, 13, 0):
+            self.assertLess(n, 100, "3.13.0 is expected to bypass the hook for specialised __init__ calls")
+        elif v[:2] == (3, 13):
+            self.skipTest("CPython %d.%d.%d: unverified whether the CALL_ALLOC_AND_ENTER_INIT bypass is fixed; "
+                          "the hook saw %d of 1000 __init__ frames" % (v[0], v[1], v[2], n))
+        else:
+            self.assertEqual(n, 1000)
+
+    def test_getitem_frames_seen(self):
+        # 3.11.0-3.11.3 (gh-104405, fixed in 3.11.4 by gh-104441): BINARY_SUBSCR_GETITEM neither
+        # deoptimises nor refuses to specialise when an eval-frame function is set, so `obj[k]`
+        # with a Python __getitem__ pushes the frame inline.  Debian's 3.11.2 has it.
+        ns = {}
+        exec(compile("class Table:\n"
+                     "    def __getitem__(self, k):\n"
+                     "        return k\n"
+                     "def lookup(t, n):\n"
+                     "    s = 0\n"
+                     "    for i in range(n):\n"
+                     "        s += t[i]\n"
+                     "    return s\n", "<getitem-bypass>", "exec"), ns)
+        table = ns["Table"]()
+        code = ns["Table"].__getitem__.__code__
+        self.assertEqual(ns["lookup"](table, 100), 4950)  # specialise while no hook is installed
+        seen = []
+        self.add_hook(on_enter=seen.append)
+        self.assertEqual(ns["lookup"](table, 1000), 499500)
+        n = seen.count(code)
+        if (3, 11, 0) <= sys.version_info[:3] < (3, 11, 4):
+            self.assertLess(n, 100, "3.11.0-3.11.3 are expected to bypass the hook for BINARY_SUBSCR_GETITEM")
+        else:
+            self.assertEqual(n, 1000)
+
+
+if __name__ == "__main__":
+    unittest.main()
