@@ -16,5 +16,9 @@ demo:
 bench:
 	$(PYTHON_DRIVER) tools/make.py bench
 
+# ASan+UBSan (doctest + Python suites on 3.11 and 3.12) and valgrind memcheck: tools/sanitize.py
+sanitize:
+	$(PYTHON_DRIVER) tools/make.py sanitize
+
 clean:
 	rm -rf build

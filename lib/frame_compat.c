@@ -184,11 +184,19 @@ int
 coextra_fc_set_extra(PyObject *code, Py_ssize_t index, void *extra)
 {
     /* NB: CPython calls the index's freefunc on the value being replaced. */
+    int r;
 #if PY_VERSION_HEX >= 0x030C0000
-    return PyUnstable_Code_SetExtra(code, index, extra);
+    r = PyUnstable_Code_SetExtra(code, index, extra);
 #else
-    return _PyCode_SetExtra(code, index, extra);
+    r = _PyCode_SetExtra(code, index, extra);
 #endif
+    /* When growing the code object's extra array fails, CPython (3.9-3.14)
+     * returns -1 WITHOUT setting an exception (codeobject.c: `if (co_extra ==
+     * NULL) return -1;` after PyMem_Realloc).  Our callers promise -1 with an
+     * exception set. */
+    if (r < 0 && !PyErr_Occurred())
+        PyErr_NoMemory();
+    return r;
 }
 
 /* ------------------------------------------------------------------------ */

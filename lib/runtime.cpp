@@ -180,6 +180,10 @@ int check_name(const char *name, const char *what) {
     }
     PyObject *u = PyUnicode_DecodeUTF8(name, static_cast<Py_ssize_t>(n), "strict");
     if (u == nullptr) {
+        // Only a decoding error means a bad name; anything else (MemoryError
+        // when the decode cannot allocate) is passed on as it is.
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return -1;
         PyErr_Clear();
         PyErr_Format(PyExc_ValueError, "coextra: %s name is not valid UTF-8", what);
         return -1;

@@ -235,7 +235,7 @@ void runtime_close_slots(Runtime *rt) noexcept {
 namespace api {
 
 int slot_reserve_ex(const char *name, coextra_free_fn free_fn, void *ctx, uint32_t flags,
-                    coextra_slot *out) noexcept {
+                    coextra_slot *out) {
     RegistryLock lock;
     if (out == nullptr) {
         PyErr_SetString(PyExc_ValueError, "coextra_slot_reserve: out is NULL");
@@ -296,11 +296,11 @@ int slot_reserve_ex(const char *name, coextra_free_fn free_fn, void *ctx, uint32
     }
 }
 
-int slot_reserve(const char *name, coextra_free_fn free_fn, void *ctx, coextra_slot *out) noexcept {
+int slot_reserve(const char *name, coextra_free_fn free_fn, void *ctx, coextra_slot *out) {
     return slot_reserve_ex(name, free_fn, ctx, 0, out);
 }
 
-int slot_release(coextra_slot slot) noexcept {
+int slot_release(coextra_slot slot) {
     RegistryLock lock;
     Runtime *rt = current_runtime();
     if (rt == nullptr)
@@ -347,7 +347,7 @@ int slot_release(coextra_slot slot) noexcept {
     return 0;
 }
 
-int slot_clear(PyObject *code, coextra_slot slot) noexcept {
+int slot_clear(PyObject *code, coextra_slot slot) {
     RegistryLock lock;
     Runtime *rt = current_runtime();
     if (rt == nullptr)
@@ -373,7 +373,7 @@ int slot_clear(PyObject *code, coextra_slot slot) noexcept {
     return 0;
 }
 
-int slot_set(PyObject *code, coextra_slot slot, void *value) noexcept {
+int slot_set(PyObject *code, coextra_slot slot, void *value) {
     if (value == nullptr)
         return slot_clear(code, slot);
     RegistryLock lock;
@@ -414,7 +414,7 @@ void *slot_get(PyObject *code, coextra_slot slot) noexcept {
     return slot_get_in(rt, code, slot);
 }
 
-Py_ssize_t slot_live(coextra_slot slot) noexcept {
+Py_ssize_t slot_live(coextra_slot slot) {
     Runtime *rt = current_runtime();
     if (rt == nullptr)
         return -1;
@@ -422,7 +422,7 @@ Py_ssize_t slot_live(coextra_slot slot) noexcept {
     return rec ? static_cast<Py_ssize_t>(rec->live) : -1;
 }
 
-PyObject *slots_info() noexcept {
+PyObject *slots_info() {
     Runtime *rt = current_runtime();
     if (rt == nullptr)
         return nullptr;

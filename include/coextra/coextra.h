@@ -182,8 +182,17 @@ static inline int coextra_import(void) {
     PyObject *mod, *cap;
     const coextra_api *api;
     volatile uint32_t built_minor = COEXTRA_ABI_MINOR; /* volatile: no "always false" warning at minor 0 */
-    if (coextra_api_ptr_ != NULL)
+    if (coextra_api_ptr_ != NULL) {
+        /* The table is process-wide but the runtime is per interpreter, and
+         * importing coextra._coextra is what creates it: a consumer whose
+         * exec runs again in a new (sub)interpreter must import it there too,
+         * or every call would find no runtime in that interpreter. */
+        mod = PyImport_ImportModule(COEXTRA_MODULE_NAME);
+        if (mod == NULL)
+            return -1;
+        Py_DECREF(mod);
         return 0;
+    }
     mod = PyImport_ImportModule(COEXTRA_MODULE_NAME);
     if (mod == NULL)
         return -1;
@@ -244,6 +253,10 @@ static inline void *coextra_slot_get(PyObject *code, coextra_slot slot) {
     if (api == NULL || slot.generation == 0)
         return NULL;
 #if !defined(Py_GIL_DISABLED)
+    /* code == NULL is bad input like any non-code object: NULL, not a crash
+     * (PyCode_Check dereferences its argument). */
+    if (code == NULL)
+        return NULL;
     if (api->fast->interp == PyInterpreterState_Get() && PyCode_Check(code)) {
         const coextra_code_extra_ *ce = (const coextra_code_extra_ *)((PyCodeObject *)code)->co_extra;
         Py_ssize_t idx = api->fast->co_extra_index;

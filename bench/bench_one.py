@@ -1,0 +1,344 @@
+"""bench_one.py: one benchmark child process (a variant x the workloads, a micro benchmark, or a memory probe); prints one JSON line."""
+
+# Run by run_bench.py, one process per measurement so that "plain" really is
+# a process that never imported coextra, and so that variants interleave:
+#
+#   bench_one.py wall  <variant> <size> <workload,...>   seconds per workload
+#   bench_one.py cg    <variant> <size> <workload,...> [get_n]   (under callgrind) one dump per workload
+#                                                      (+ the get loops' dumps when get_n > 0)
+#   bench_one.py count <size> <workload,...>             frames evaluated per workload
+#   bench_one.py get   <n> <repeats> [cg]                ns per coextra_slot_get / raw GetExtra
+#   bench_one.py release <n_codes> <repeats>             ms for Slot.release() over n code objects
+#   bench_one.py mem   <raw|coextra> <k> <n_codes>       bytes per code object for k tools' data
+#
+# Variants: plain, idle, raw, co1, co4, skip (hook rows); cprofile, profiler,
+# pdb, debugger, memo, memofib (tool rows).  A variant whose tool is not built prints
+# {"unavailable": "..."}.
+
+import gc
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import workloads as W  # noqa: E402
+
+
+class Unavailable(Exception):
+    pass
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+# ---- variants: setup() -> teardown() ----------------------------------------
+
+def _idle_slot():
+    import coextra
+    slot = coextra.Slot("bench-idle")
+    codes = W.all_code_objects()
+    for i, c in enumerate(codes):
+        slot[c] = i
+    assert len(slot) == len(codes)
+    return slot.release
+
+
+def _idle():
+    import coextra
+    stop = _idle_slot()
+    assert not coextra.status().installed
+    return stop
+
+
+def _raw():
+    import coextra_bench_raw as R
+    R.install()
+    return R.uninstall
+
+
+def _native(k=0, skip=False):
+    import coextra
+    import coextra_bench_native as N
+    if k:
+        N.add(k)
+    if skip:
+        N.add_skip()
+        # Other tools' data on every code object: the `only` test reads each
+        # frame's block down to the entry (the worst case), not just "no
+        # co_extra index yet".
+        stop_idle = _idle_slot()
+    assert coextra.status().installed
+    if skip:
+        return lambda: (N.remove_all(), stop_idle())
+    return N.remove_all
+
+
+def _cprofile():
+    import cProfile
+    p = cProfile.Profile()
+    p.enable()
+    return p.disable
+
+
+def _profiler():
+    try:
+        import coextra_profiler
+    except ImportError as e:
+        raise Unavailable("tool not built (%s)" % e)
+    cls = getattr(coextra_profiler, "Profile", None) or getattr(coextra_profiler, "Profiler", None)
+    if cls is None:
+        raise Unavailable("coextra_profiler has no Profile class")
+    p = cls()
+    p.enable()
+    return p.disable
+
+
+def _pdb():
+    # What `python -m pdb script.py`, `b cold`, `c` leaves running: bdb's
+    # trace function on every frame, with line tracing in every frame of the
+    # file that holds the breakpoint (here: the workloads' file).
+    import pdb
+    p = pdb.Pdb(stdin=open(os.devnull), stdout=open(os.devnull, "w"))
+    p.reset()
+    err = p.set_break(W.__file__, W.cold_line())
+    if err:
+        raise RuntimeError(err)
+    p.botframe = sys._getframe()
+    p.set_continue()
+    sys.settrace(p.trace_dispatch)
+
+    def stop():
+        sys.settrace(None)
+        p.clear_all_breaks()
+    return stop
+
+
+def _debugger():
+    try:
+        import coextra_debugger
+    except ImportError as e:
+        raise Unavailable("tool not built (%s)" % e)
+    cls = getattr(coextra_debugger, "Debugger", None)
+    if cls is None or not hasattr(cls, "attach"):
+        raise Unavailable("coextra_debugger has no Debugger.attach()")
+    # The same session as _pdb(): `b cold`, then continue (attach() = keep
+    # running with the breakpoints watched, no stop).
+    d = cls(stdin=open(os.devnull), stdout=open(os.devnull, "w"))
+    err = d.set_break(W.__file__, W.cold_line())
+    if err:
+        raise RuntimeError(err)
+    d.attach()
+
+    def stop():
+        d.detach()
+        d.clear_all_breaks()
+    return stop
+
+
+def _memo():
+    # The memo tool active (one memoized function that the workloads never
+    # call): its hook is restricted to its slot, so every workload frame skips it.
+    try:
+        import coextra_memo
+    except ImportError as e:
+        raise Unavailable("tool not built (%s)" % e)
+
+    def memo_target(x):
+        return x * 2
+    coextra_memo.memoize(memo_target)
+    return lambda: coextra_memo.unmemoize(memo_target)
+
+
+def _memofib():
+    # The JIT-shaped path: fib itself memoized (cached calls finished by coextra_frame_return).
+    try:
+        import coextra_memo
+    except ImportError as e:
+        raise Unavailable("tool not built (%s)" % e)
+    coextra_memo.memoize(W.fib)
+    return lambda: coextra_memo.unmemoize(W.fib)
+
+
+VARIANTS = {
+    "plain": lambda: (lambda: None),
+    "idle": _idle,
+    "raw": _raw,
+    "co1": lambda: _native(k=1),
+    "co4": lambda: _native(k=4),
+    "skip": lambda: _native(skip=True),
+    "cprofile": _cprofile,
+    "profiler": _profiler,
+    "pdb": _pdb,
+    "debugger": _debugger,
+    "memo": _memo,
+    "memofib": _memofib,
+}
+
+
+def setup(variant):
+    try:
+        return VARIANTS[variant]()
+    except Unavailable as e:
+        emit({"unavailable": str(e)})
+        sys.exit(0)
+
+
+# ---- modes -----------------------------------------------------------------
+
+def mode_wall(variant, size, names):
+    inp = W.Inputs(size)
+    warm = W.Inputs("quick")
+    stop = setup(variant)
+    out = {}
+    try:
+        for name in names:
+            W.RUN[name](warm)  # specialise / fill caches under the same hook
+            gc.collect()
+            t0 = time.perf_counter()
+            W.RUN[name](inp)
+            out[name] = time.perf_counter() - t0
+    finally:
+        stop()
+    emit(out)
+
+
+def cg_get_loops(n):
+    """Under callgrind: one dump per loop of n coextra_slot_get / raw GetExtra calls."""
+    import coextra_bench_native as N
+    import coextra_bench_raw as R
+    code = compile("def bench_get_target(): pass", "<bench>", "exec").co_consts[0]
+    N.prepare_get(code)
+    N.loop_coextra(code, 1000)
+    N.loop_raw(code, 1000)
+    R.cg_start()
+    for name, fn in (("get_coextra", N.loop_coextra), ("get_raw", N.loop_raw)):
+        R.cg_zero()
+        R.cg_toggle()
+        fn(code, n)
+        R.cg_toggle()
+        R.cg_dump(name)
+
+
+def mode_cg(variant, size, names, get_n=0):
+    import coextra_bench_raw as R
+    inp = W.Inputs(size)
+    warm = W.Inputs("quick")
+    stop = setup(variant)
+    R.cg_start()  # started with --instr-atstart=no --collect-atstart=no
+    try:
+        for name in names:
+            W.RUN[name](warm)
+            gc.collect()  # same collector state in every variant: GC runs at the same points
+            R.cg_zero()
+            R.cg_toggle()
+            W.RUN[name](inp)
+            R.cg_toggle()
+            R.cg_dump(name)
+    finally:
+        stop()
+    if get_n:
+        cg_get_loops(get_n)  # rides along to save a valgrind start-up
+    emit({"running_on_valgrind": R.cg_running()})
+
+
+def mode_count(size, names):
+    import coextra_bench_raw as R
+    inp = W.Inputs(size)
+    warm = W.Inputs("quick")
+    R.install(True)
+    out = {}
+    try:
+        for name in names:
+            W.RUN[name](warm)
+            W.RUN[name](inp)
+            R.reset_frames()
+            W.RUN[name](inp)
+            out[name] = R.frames()
+    finally:
+        R.uninstall()
+    emit(out)
+
+
+def mode_get(n, repeats, cg=False):
+    if cg:
+        cg_get_loops(n)
+        emit({"n": n})
+        return
+    import coextra_bench_native as N
+    code = compile("def bench_get_target(): pass", "<bench>", "exec").co_consts[0]
+    N.prepare_get(code)
+    co, raw = [], []
+    N.loop_coextra(code, n)
+    N.loop_raw(code, n)
+    for _ in range(repeats):  # interleaved
+        co.append(N.loop_coextra(code, n))
+        raw.append(N.loop_raw(code, n))
+    emit({"coextra_ns": co, "raw_ns": raw})
+
+
+def mode_release(n_codes, repeats):
+    import coextra
+    template = compile("def f(): return 1", "<bench>", "exec").co_consts[0]
+    codes = [template.replace(co_name="f%d" % i) for i in range(n_codes)]
+    value = object()  # one shared value: release measures coextra, not deallocation
+    times = []
+    for r in range(repeats):
+        slot = coextra.Slot("bench-release-%d" % r)
+        for c in codes:
+            slot[c] = value
+        assert len(slot) == n_codes
+        t0 = time.perf_counter()
+        slot.release()
+        times.append((time.perf_counter() - t0) * 1e3)
+    emit({"ms": times, "n": n_codes})
+
+
+def mode_mem(kind, k, n_codes):
+    import tracemalloc
+    template = compile("def f(): return 1", "<bench>", "exec").co_consts[0]
+    codes = [template.replace(co_name="f%d" % i) for i in range(n_codes)]
+    if kind == "raw":
+        import coextra_bench_raw as R
+        R.request(k)  # one CPython co_extra index per tool
+        setter = lambda: R.set_all(codes, k)  # noqa: E731
+    else:
+        import coextra_bench_native as N
+        N.mem_reserve(k)  # one coextra slot per tool
+        warm = template.replace(co_name="warm")
+        N.mem_set([warm], k)  # the runtime's one index is requested on first use
+        setter = lambda: N.mem_set(codes, k)  # noqa: E731
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    setter()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    emit({"bytes_per_code": (after - before) / float(n_codes)})
+
+
+def main(argv):
+    mode = argv[0]
+    if mode == "wall":
+        mode_wall(argv[1], argv[2], argv[3].split(","))
+    elif mode == "cg":
+        mode_cg(argv[1], argv[2], argv[3].split(","), int(argv[4]) if len(argv) > 4 else 0)
+    elif mode == "count":
+        mode_count(argv[1], argv[2].split(","))
+    elif mode == "get":
+        mode_get(int(argv[1]), int(argv[2]), len(argv) > 3 and argv[3] == "cg")
+    elif mode == "release":
+        mode_release(int(argv[1]), int(argv[2]))
+    elif mode == "mem":
+        mode_mem(argv[1], int(argv[2]), int(argv[3]))
+    else:
+        raise SystemExit("unknown mode %r" % mode)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
