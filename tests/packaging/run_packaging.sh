@@ -19,7 +19,8 @@ step pip_install "$VPY" -m pip install --no-build-isolation --no-index --no-cach
 smoke() {
   cd "$WORK" && "$VPY" - <<'PY'
 import os, coextra
-assert not coextra.__file__.startswith(os.environ.get("ROOT", "/nonexistent")), coextra.__file__
+import sys
+assert coextra.__file__.startswith(sys.prefix) and "site-packages" in coextra.__file__, coextra.__file__  # the venv's copy, not the source tree
 assert os.path.exists(os.path.join(coextra.get_include(), "coextra", "coextra.h"))
 s = coextra.Slot("smoke")
 def f(): return 1

@@ -14,7 +14,7 @@ import coextra
 import coextra_test_reliability as rel
 
 PREFIX = "test_reliability_model."
-SEEDS = int(os.environ.get("COEXTRA_MODEL_SEEDS", "24"))
+SEEDS = int(os.environ.get("COEXTRA_MODEL_SEEDS", "40"))
 OPS = int(os.environ.get("COEXTRA_MODEL_OPS", "2000"))
 BUDGET = float(os.environ.get("COEXTRA_MODEL_BUDGET", "15"))  # seconds for all seeds; at least 3 seeds run
 NATIVE_K = range(20, 26)  # coextra_test_reliability slot table entries this test owns
