@@ -12,6 +12,11 @@ have_meson() {
   [ "$(printf '%s\n1.2.0\n' "$v" | sort -V | head -n1)" = "1.2.0" ]
 }
 
+# CPython's own test package for Debian's python3 (the CPython-suite run needs it).
+if [ -x /usr/bin/python3 ]; then
+  need_pkgs+=("libpython$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')-testsuite")
+fi
+
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
