@@ -39,7 +39,29 @@ inline void chain_decref(Chain *c) noexcept {
 // was there when the last one goes, but only if the interpreter's function is
 // still ours.  If another tool replaced it meanwhile we are "displaced": we
 // never write our (now stale) view back over theirs.
+void apply_install_state(Runtime *rt) noexcept;
+
+FastPath pick_fast_path(const Chain *c) noexcept;
+
+// The dispatcher's fast paths are open only while we are installed over
+// CPython's own evaluator with a current tail, and no loop-guard mark is
+// pending (tail_raw, set only with a foreign tail; cleared marks call this
+// again): then a frame needs no loop guard and the tail can be called
+// directly.  Otherwise every frame takes dispatch_general.
+void refresh_fast(Runtime *rt) noexcept {
+    const bool ok = rt->chain != nullptr && rt->installed && !rt->tail_is_foreign &&
+                    !rt->tail_handed_back && rt->tail != nullptr && rt->tail_raw == nullptr;
+    rt->fast_chain = ok ? rt->chain : nullptr;
+    rt->fast_hook = ok ? rt->chain->hooks[0] : nullptr;
+    rt->fast_path = ok ? pick_fast_path(rt->chain) : &dispatch_general_rt;
+}
+
 void apply_install(Runtime *rt) noexcept {
+    apply_install_state(rt);
+    refresh_fast(rt);
+}
+
+void apply_install_state(Runtime *rt) noexcept {
     const bool want = rt->chain != nullptr;
     coextra_raw_eval_fn current = coextra_fc_get_eval(rt->interp);
     const bool ours = current == dispatcher();
@@ -126,8 +148,22 @@ HookRec *checked_hook(Runtime *rt, coextra_hook *hook) {
 
 inline PyCodeObject *code_of(coextra_frame *f) noexcept {
     if (f->code == nullptr)
-        f->code = coextra_fc_code(f->raw);
+        f->code = coextra_fc_code(raw_of(f));
     return f->code;
+}
+
+// What the hook at position j of c may hand the frame to directly (the head's
+// `direct`, used by the inline coextra_eval_next): CPython's evaluator when
+// that hook is the snapshot's last and nothing foreign lies below us.
+inline coextra_evaluator_fn direct_after(const Runtime *rt, const Chain *c, std::size_t j) noexcept {
+    if (j + 1 != c->n || rt->tail_is_foreign)
+        return nullptr;
+    return reinterpret_cast<coextra_evaluator_fn>(rt->tail);
+}
+
+inline void mark_consumed(coextra_frame *f) noexcept {
+    f->head.consumed = 1;
+    f->head.direct = nullptr;
 }
 
 // Call the evaluator at the end of the chain.  When the tail is a foreign
@@ -137,11 +173,11 @@ inline PyCodeObject *code_of(coextra_frame *f) noexcept {
 // that and hand the frame to CPython's evaluator instead of looping.
 inline PyObject *call_tail(coextra_frame *f, int throwflag) {
     Runtime *rt = f->rt;
-    f->consumed = true;
+    mark_consumed(f);
     if (!rt->tail_is_foreign)
-        return rt->tail(f->tstate, f->raw, throwflag);
-    rt->tail_raw = f->raw;
-    PyObject *r = rt->tail(f->tstate, f->raw, throwflag);
+        return rt->tail(f->head.tstate, raw_of(f), throwflag);
+    rt->tail_raw = raw_of(f);
+    PyObject *r = rt->tail(f->head.tstate, raw_of(f), throwflag);
     // A foreign tail that runs the frame itself (it calls CPython's evaluator
     // rather than its predecessor, or its predecessor is not us) never comes
     // back to clear the mark; a leaf frame leaves it set.  The next frame
@@ -149,6 +185,7 @@ inline PyObject *call_tail(coextra_frame *f, int throwflag) {
     // the very next sibling call) would then be taken for the loop and skip
     // every hook and the foreign tool.
     rt->tail_raw = nullptr;
+    refresh_fast(rt); // the mark may have kept the fast paths closed
     return r;
 }
 
@@ -157,11 +194,10 @@ inline PyObject *call_tail(coextra_frame *f, int throwflag) {
 // layout), local to this file because it runs for every frame an `only` hook
 // meets.
 inline bool code_holds(const Runtime *rt, PyCodeObject *code, coextra_slot slot) noexcept {
-    const Py_ssize_t idx = rt->co_extra_index;
-    if (idx < 0)
-        return false; // no code object holds anything yet
+    // -1 (no code object holds anything yet) wraps and fails the bound check
+    const auto idx = static_cast<std::size_t>(rt->co_extra_index);
     const auto *ce = static_cast<const coextra_code_extra_ *>(code->co_extra);
-    if (ce == nullptr || idx >= ce->ce_size)
+    if (ce == nullptr || idx >= static_cast<std::size_t>(ce->ce_size))
         return false;
     const auto *b = static_cast<const coextra_block *>(ce->ce_extras[idx]);
     const uint32_t i = slot.index - 1u;
@@ -197,7 +233,7 @@ inline std::size_t first_taker(const Runtime *rt, const Chain *c, coextra_raw_fr
 // call-free walk below).
 [[gnu::noinline]] std::size_t next_taker_only(coextra_frame *f, std::size_t j) noexcept {
     for (; j < f->chain->n; j++)
-        if (takes(f->rt, f->chain->hooks[j], f->raw, &f->code))
+        if (takes(f->rt, f->chain->hooks[j], raw_of(f), &f->code))
             return j;
     return f->chain->n;
 }
@@ -229,21 +265,50 @@ inline PyObject *run_chain(coextra_frame *f, int throwflag) {
         return call_tail(f, throwflag);
     }
     const HookRec *h = f->chain->hooks[j];
+    f->head.direct = direct_after(f->rt, f->chain, j);
     PyObject *r = h->eval(f, throwflag, h->ctx);
+    f->head.direct = nullptr; // in case hook j returned without delegating
     f->pos = here;
     return r;
 }
 
-// The eval-frame function coextra installs.  Per frame: one scan for the
-// runtime, a refcount on the chain snapshot, no allocation, no hash lookup,
-// no Python call (Python-level hooks are ordinary hooks of the bindings).
-PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+// Run the frame through snapshot c from hook j on (j < c->n, or c->n for
+// the tail alone).  Pins c for the frame's lifetime: hooks may change the
+// chain, even remove themselves, while it runs.
+inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag,
+                           PyCodeObject *code, std::size_t j) {
+    c->refs++;
+    coextra_frame f{{tstate, raw, nullptr, 0, 0}, rt, c, code, j};
+    PyObject *r;
+    if (j >= c->n) {
+        r = call_tail(&f, throwflag);
+    } else {
+        const HookRec *h = c->hooks[j];
+        f.head.direct = direct_after(rt, c, j);
+        r = h->eval(&f, throwflag, h->ctx);
+        f.pos = static_cast<std::size_t>(-1);
+    }
+    if (!f.head.consumed) {
+        // A hook returned without delegating or returning through
+        // coextra_frame_return.  On 3.12+ the frame would leak (the callee
+        // owns it), so finish it exactly as frame_return does.
+        r = api::frame_return(&f, r);
+    }
+    chain_decref(c);
+    return r;
+}
+
+// Everything but the fast path: no runtime or a closed one, idle, a foreign
+// tail (loop guard), displaced.  Out of line so that the fast path keeps few
+// registers.
+[[gnu::noinline]] PyObject *dispatch_general(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
     Runtime *rt = runtime_for(tstate->interp);
     if (rt == nullptr || rt->closed)
         return coextra_fc_default_eval()(tstate, raw, throwflag);
     if (rt->tail_raw != nullptr) {
         bool again = rt->tail_raw == raw;
         rt->tail_raw = nullptr;
+        refresh_fast(rt);
         if (again)
             return coextra_fc_default_eval()(tstate, raw, throwflag);
     }
@@ -258,7 +323,7 @@ PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag)
         // between it and us forever), or gone.
         if (rt->tail == nullptr || rt->tail_handed_back)
             return coextra_fc_default_eval()(tstate, raw, throwflag);
-        coextra_frame idle{tstate, raw, rt, nullptr, nullptr, 0, false};
+        coextra_frame idle{{tstate, raw, nullptr, 0, 0}, rt, nullptr, nullptr, 0};
         return call_tail(&idle, throwflag);
     }
     PyCodeObject *code = nullptr;
@@ -270,27 +335,97 @@ PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag)
         // ran since it was read).
         return rt->tail(tstate, raw, throwflag);
     }
-    c->refs++;
-    coextra_frame f{tstate, raw, rt, c, code, j, false};
-    PyObject *r;
-    if (j >= c->n) {
-        r = call_tail(&f, throwflag);
-    } else {
-        const HookRec *h = c->hooks[j];
-        r = h->eval(&f, throwflag, h->ctx);
-        f.pos = static_cast<std::size_t>(-1);
-    }
-    if (!f.consumed) {
-        // A hook returned without delegating or returning through
-        // coextra_frame_return.  On 3.12+ the frame would leak (the callee
-        // owns it), so finish it exactly as frame_return does.
-        r = api::frame_return(&f, r);
-    }
-    chain_decref(c);
+    return run_frame(rt, c, tstate, raw, throwflag, code, j);
+}
+
+// The fast paths: the dispatcher jumps to rt->fast_path, picked by
+// refresh_fast for the current snapshot.  Each is out of line and reached by
+// a tail call, so that dispatch() itself needs no stack frame; each reads
+// the snapshot from rt (it is current: no Python ran since the dispatcher
+// read rt).
+
+// A single hook that takes every frame (the usual case: one profiler, one
+// debugger).  The snapshot is not pinned: with one hook and `direct` set to
+// CPython's evaluator nothing reads the chain after the hook was called
+// (eval_next takes `direct`; frame_return and the frame accessors never look
+// at the chain), so a hook may remove itself or change the chain and the old
+// snapshot may go at once.
+inline PyObject *run_single_inline(Runtime *rt, const HookRec *h, PyThreadState *tstate, coextra_raw_frame *raw,
+                                   int throwflag) {
+    coextra_frame f{{tstate, raw, reinterpret_cast<coextra_evaluator_fn>(rt->tail), 0, 0}, rt, nullptr, nullptr, 0};
+    PyObject *r = h->eval(&f, throwflag, h->ctx);
+    if (!f.head.consumed)
+        r = api::frame_return(&f, r); // see run_frame
     return r;
 }
 
+[[gnu::noinline]] PyObject *run_single(Runtime *rt, const HookRec *h, PyThreadState *tstate,
+                                       coextra_raw_frame *raw, int throwflag) {
+    return run_single_inline(rt, h, tstate, raw, throwflag);
+}
+
+PyObject *fast_single(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+    return run_single_inline(rt, rt->fast_hook, tstate, raw, throwflag);
+}
+
+// One hook with an `only` filter (a debugger with breakpoints, a JIT for
+// marked code): most frames go straight to the evaluator by a tail call.
+PyObject *fast_single_filtered(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+    const HookRec *h = rt->fast_hook;
+    PyCodeObject *code = coextra_fc_code(raw);
+    if (code == nullptr || !code_holds(rt, code, h->only))
+        return rt->tail(tstate, raw, throwflag);
+    return run_single(rt, h, tstate, raw, throwflag);
+}
+
+// Several hooks, the outermost without a filter.
+PyObject *fast_chain(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+    return run_frame(rt, rt->fast_chain, tstate, raw, throwflag, nullptr, 0);
+}
+
+// Several hooks, the outermost with a filter: the first hook of the snapshot
+// that takes the frame, else straight to the evaluator.  Every hook of the
+// current snapshot is active and not removed (any change rebuilds it), so
+// only the filters are tested.
+PyObject *fast_filtered(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+    Chain *c = rt->fast_chain;
+    PyCodeObject *code = coextra_fc_code(raw);
+    std::size_t j = 0;
+    for (; j < c->n; j++) {
+        const HookRec *h = c->hooks[j];
+        if (h->only.generation == 0 || (code != nullptr && code_holds(rt, code, h->only)))
+            break;
+    }
+    if (j == c->n)
+        return rt->tail(tstate, raw, throwflag); // nobody takes it: straight to the evaluator
+    return run_frame(rt, c, tstate, raw, throwflag, code, j);
+}
+
+FastPath pick_fast_path(const Chain *c) noexcept {
+    const bool filtered = c->hooks[0]->only.generation != 0;
+    if (c->n == 1)
+        return filtered ? &fast_single_filtered : &fast_single;
+    return filtered ? &fast_filtered : &fast_chain;
+}
+
+// The eval-frame function coextra installs.  Per frame: one compare to find
+// the runtime (the first interpreter's; others take the general path), then
+// a tail call into the path refresh_fast picked; with one hook and the
+// inline coextra_eval_next, the hook calls the evaluator directly.  No
+// allocation, no hash lookup, no Python call (Python-level hooks are
+// ordinary hooks of the bindings).
+PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+    Runtime *rt = runtime_of_first(tstate->interp);
+    if (rt == nullptr)
+        return dispatch_general(tstate, raw, throwflag);
+    return rt->fast_path(rt, tstate, raw, throwflag);
+}
+
 } // namespace
+
+PyObject *dispatch_general_rt(Runtime *, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+    return dispatch_general(tstate, raw, throwflag);
+}
 
 bool dispatcher_displaced(Runtime *rt) noexcept {
     return rt->installed && coextra_fc_get_eval(rt->interp) != dispatcher();
@@ -421,35 +556,42 @@ int hook_get_active(coextra_hook *hook) {
 }
 
 PyObject *eval_next(coextra_frame *f, int throwflag) {
-    if (f->consumed) {
+    if (f->head.consumed) {
         PyErr_SetString(PyExc_SystemError,
                         "coextra_eval_next: this frame was already evaluated or finished by coextra_frame_return");
         return nullptr;
+    }
+    // What the inline coextra_eval_next does, for callers through the table
+    // (the Python face, consumers built against ABI 1.0).  A frame of
+    // run_single has no pinned chain and always has `direct` until consumed.
+    if (coextra_evaluator_fn direct = f->head.direct) {
+        mark_consumed(f);
+        return direct(f->head.tstate, f->head.raw, throwflag);
     }
     return run_chain(f, throwflag);
 }
 
 PyCodeObject *frame_code(coextra_frame *f) noexcept { return code_of(f); }
-PyObject *frame_function(coextra_frame *f) noexcept { return coextra_fc_function(f->raw); }
-PyObject *frame_globals(coextra_frame *f) noexcept { return coextra_fc_globals(f->raw); }
-int frame_is_resume(coextra_frame *f) noexcept { return coextra_fc_is_resume(f->raw); }
+PyObject *frame_function(coextra_frame *f) noexcept { return coextra_fc_function(raw_of(f)); }
+PyObject *frame_globals(coextra_frame *f) noexcept { return coextra_fc_globals(raw_of(f)); }
+int frame_is_resume(coextra_frame *f) noexcept { return coextra_fc_is_resume(raw_of(f)); }
 
 PyFrameObject *frame_object(coextra_frame *f) {
-    if (f->consumed) {
+    if (f->head.consumed) {
         PyErr_SetString(PyExc_SystemError, "coextra_frame_object: the frame is already finished");
         return nullptr;
     }
-    return coextra_fc_frame_object(f->raw);
+    return coextra_fc_frame_object(raw_of(f));
 }
 
 PyObject *frame_return(coextra_frame *f, PyObject *result) {
-    if (f->consumed) {
+    if (f->head.consumed) {
         Py_XDECREF(result);
         PyErr_SetString(PyExc_SystemError,
                         "coextra_frame_return: this frame was already evaluated or finished");
         return nullptr;
     }
-    if (coextra_fc_is_resume(f->raw)) {
+    if (coextra_fc_is_resume(raw_of(f))) {
         // A generator/coroutine frame belongs to its generator, which expects
         // the evaluator to run it (3.12+ asserts on the frame state it leaves
         // behind).  It cannot be skipped, so throw SystemError into it: the
@@ -459,8 +601,8 @@ PyObject *frame_return(coextra_frame *f, PyObject *result) {
                         "coextra_frame_return: a generator or coroutine resumption cannot be skipped");
         return call_tail(f, 1);
     }
-    f->consumed = true;
-    coextra_fc_dispose(f->tstate, f->raw);
+    mark_consumed(f);
+    coextra_fc_dispose(f->head.tstate, raw_of(f));
     if (result == nullptr && !PyErr_Occurred())
         PyErr_SetString(PyExc_SystemError, "coextra: a hook returned NULL without setting an exception");
     return result;

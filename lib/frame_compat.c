@@ -53,22 +53,24 @@
 #  error "coextra frame_compat.c: CPython 3.14+ is not implemented yet; see the checklist above this #error."
 #endif
 
-#if PY_VERSION_HEX >= 0x030B0000
-/* 3.11+: the _PyInterpreterFrame layout is only visible through the internal
- * headers, which refuse to compile without Py_BUILD_CORE.  Use the _MODULE
+/* The internal headers (3.11+ _PyInterpreterFrame; every version's
+ * _PyRuntimeState) refuse to compile without
+ * Py_BUILD_CORE.  Use the _MODULE
  * flavour (pyport.h then implies Py_BUILD_CORE): with bare Py_BUILD_CORE,
  * 3.12+'s _PyThreadState_GET() would read the thread-local _Py_tss_tstate,
  * which is NOT exported from libpython.  It must be defined before the first
  * #include <Python.h> (3.13 errors "this header requires Py_BUILD_CORE
  * define" otherwise), which is why this file includes Python.h itself before
  * frame_compat.h. */
-#  ifndef Py_BUILD_CORE_MODULE
-#    define Py_BUILD_CORE_MODULE 1
-#  endif
+#ifndef Py_BUILD_CORE_MODULE
+#  define Py_BUILD_CORE_MODULE 1
 #endif
 
 #include <Python.h>
+#include <stddef.h>
 #include <string.h>
+
+#include <internal/pycore_runtime.h>   /* _PyRuntime.interpreters.head (exported data, 3.9–3.14) */
 
 #if PY_VERSION_HEX < 0x030B0000
 #  include <frameobject.h>          /* PyFrameObject fields (public on 3.9/3.10) */
@@ -203,16 +205,26 @@ coextra_fc_set_extra(PyObject *code, Py_ssize_t index, void *extra)
 /* Frame view.                                                              */
 /* ------------------------------------------------------------------------ */
 
-PyCodeObject *
-coextra_fc_code(coextra_raw_frame *raw)
-{
-    PyObject *co = FC_CODEOBJ(FC(raw));
+/* Read by the inline coextra_fc_code (frame_compat.h), which the dispatcher
+ * calls for every frame an `only` hook meets. */
 #if PY_VERSION_HEX >= 0x030D0000
-    if (co == NULL || !PyCode_Check(co)) {
-        return NULL;
-    }
+const size_t coextra_fc_code_offset = offsetof(fc_frame, f_executable);
+#else
+const size_t coextra_fc_code_offset = offsetof(fc_frame, f_code);
 #endif
-    return (PyCodeObject *)co;
+
+/* ------------------------------------------------------------------------ */
+/* Interpreters.                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* _PyRuntime is PyAPI_DATA on every version, and `interpreters.head` keeps
+ * its name 3.9–3.13 (its offset moves).  PyInterpreterState_New links each
+ * new interpreter in at the head, under the runtime's HEAD_LOCK; the main
+ * interpreter, created first, stays the last link. */
+PyInterpreterState *const *
+coextra_fc_interp_list_head(void)
+{
+    return (PyInterpreterState *const *)&_PyRuntime.interpreters.head;
 }
 
 PyObject *

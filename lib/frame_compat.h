@@ -29,8 +29,21 @@ Py_ssize_t coextra_fc_request_index(freefunc free_fn);
 int coextra_fc_get_extra(PyObject *code, Py_ssize_t index, void **extra);
 int coextra_fc_set_extra(PyObject *code, Py_ssize_t index, void *extra);
 
+/* --- interpreters -------------------------------------------------------- */
+/* &_PyRuntime.interpreters.head (see coextra_fast_entry in coextra.h for
+ * what comparing it with the main interpreter tells). */
+PyInterpreterState *const *coextra_fc_interp_list_head(void);
+
 /* --- frame view (all borrowed, never fail, never set an exception) ------ */
-PyCodeObject *coextra_fc_code(coextra_raw_frame *frame);
+/* Where the frame keeps its code object: f_code (3.9–3.12), f_executable
+ * (3.13; "code object or None", None only for shim frames that never reach an
+ * eval-frame function).  Computed in frame_compat.c with offsetof, so that
+ * this hot read stays inline for the dispatcher without a version #if here. */
+extern const size_t coextra_fc_code_offset;
+static inline PyCodeObject *coextra_fc_code(coextra_raw_frame *frame) {
+    PyObject *co = *(PyObject *const *)((const char *)frame + coextra_fc_code_offset);
+    return (co != NULL && PyCode_Check(co)) ? (PyCodeObject *)co : NULL;
+}
 /* The function object; NULL on 3.9/3.10 (frames have none) and where the
  * frame's funcobj is not a function. */
 PyObject *coextra_fc_function(coextra_raw_frame *frame);

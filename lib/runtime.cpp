@@ -10,21 +10,19 @@ namespace coextra {
 // The first interpreter that creates a runtime (normally the main one) is
 // published here for the inline slot fast path of coextra.h; the index is
 // filled in when that interpreter's co_extra index is first requested.
-coextra_fast_entry g_fast = {nullptr, -1};
+namespace {
+// What g_fast.interp_list_head points to unless the first interpreter is the
+// main one: never equal to a live interpreter.
+PyInterpreterState *const g_no_list_head = nullptr;
+} // namespace
+coextra_fast_entry g_fast = {nullptr, -1, &g_no_list_head};
+
+// Entry 0 is normally the first interpreter: the dispatcher checks it inline
+// (runtime.hpp runtime_for).  More than kEntries interpreters at once fall
+// back to the interpreter-dict lookup.
+InterpEntry g_entries[kEntries];
 
 namespace {
-
-// interpreter -> runtime, scanned by the dispatcher on every frame.  Entries
-// are written once per runtime under the GIL of the writing interpreter and
-// cleared at close; readers only compare interpreter pointers they own, so a
-// concurrently changing foreign entry can never match them.  More than
-// kEntries interpreters at once fall back to the interpreter-dict lookup.
-constexpr int kEntries = 16;
-struct InterpEntry {
-    std::atomic<PyInterpreterState *> interp{nullptr};
-    std::atomic<Runtime *> rt{nullptr};
-};
-InterpEntry g_entries[kEntries];
 
 std::atomic<uint32_t> g_generation{0};
 
@@ -52,6 +50,7 @@ void unregister_entry(Runtime *rt) noexcept {
     if (g_fast.interp == rt->interp) {
         // Py_Finalize + Py_Initialize can hand the next interpreter the same
         // address: forget it before its memory can be reused.
+        g_fast.interp_list_head = &g_no_list_head;
         g_fast.co_extra_index = -1;
         g_fast.interp = nullptr;
     }
@@ -136,7 +135,7 @@ uint32_t next_generation() noexcept {
     return g;
 }
 
-Runtime *runtime_for(PyInterpreterState *interp) noexcept {
+Runtime *runtime_scan(PyInterpreterState *interp) noexcept {
     for (auto &e : g_entries) {
         if (e.interp.load(std::memory_order_acquire) == interp) {
             Runtime *rt = e.rt.load(std::memory_order_acquire);
@@ -283,6 +282,12 @@ extern "C" const coextra_api *coextra_runtime_attach(void) {
     if (g_fast.interp == nullptr) {
         g_fast.co_extra_index = -1;
         g_fast.interp = interp;
+        // The sole-interpreter shortcut holds only for the main interpreter:
+        // it is created first, so it is the list's last link, and the head
+        // is the main interpreter only while no other exists.  (For a
+        // subinterpreter, being the head only means being the newest.)
+        if (interp == PyInterpreterState_Main())
+            g_fast.interp_list_head = coextra_fc_interp_list_head();
     }
     return pub->api;
 }

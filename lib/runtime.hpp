@@ -8,6 +8,7 @@
 #include <boost/container/flat_map.hpp>
 #include <boost/container/small_vector.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -61,6 +62,10 @@ struct RegistryLock {
 };
 
 struct Runtime;
+
+// One of the dispatcher's paths (chain.cpp), picked per runtime.
+using FastPath = PyObject *(*)(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag);
+PyObject *dispatch_general_rt(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag);
 
 // One reserved slot.  generation == 0 marks a free index.
 struct SlotRec {
@@ -132,11 +137,43 @@ struct Runtime {
     bool tail_is_foreign = false;        // tail is not CPython's own evaluator
     bool tail_handed_back = false;       // tail was put back as the interpreter's function (chain.cpp)
     coextra_raw_frame *tail_raw = nullptr; // frame just handed to a foreign tail (loop guard)
+    // The dispatcher's path (chain.cpp refresh_fast): while we are installed
+    // over CPython's own evaluator, one specialised for the snapshot, with
+    // the snapshot and its outermost hook; else the general path, which
+    // sorts out idle, foreign and displaced cases.
+    FastPath fast_path = &dispatch_general_rt;
+    Chain *fast_chain = nullptr;
+    const HookRec *fast_hook = nullptr;
 };
 
 // ---- runtime.cpp ----------------------------------------------------------
+// interpreter -> runtime, read by the dispatcher on every frame.  Entries are
+// written once per runtime under the GIL of the writing interpreter and
+// cleared at close; readers only compare interpreter pointers they own, so a
+// concurrently changing foreign entry can never match them.
+struct InterpEntry {
+    std::atomic<PyInterpreterState *> interp{nullptr};
+    std::atomic<Runtime *> rt{nullptr};
+};
+constexpr int kEntries = 16;
+extern InterpEntry g_entries[kEntries];
+Runtime *runtime_scan(PyInterpreterState *interp) noexcept; // entries 1.., then the interp dict
+
+// The runtime of `interp` if it is the first interpreter's (entry 0), else
+// nullptr: the dispatcher's one compare, with no call.
+inline Runtime *runtime_of_first(PyInterpreterState *interp) noexcept {
+    if (g_entries[0].interp.load(std::memory_order_acquire) == interp)
+        return g_entries[0].rt.load(std::memory_order_acquire);
+    return nullptr;
+}
+
+// The runtime of `interp` or nullptr (no error set).
+inline Runtime *runtime_for(PyInterpreterState *interp) noexcept {
+    if (Runtime *rt = runtime_of_first(interp))
+        return rt;
+    return runtime_scan(interp);
+}
 Runtime *current_runtime();          // for the calling thread's interpreter; nullptr + RuntimeError
-Runtime *runtime_for(PyInterpreterState *interp) noexcept; // no error set
 void runtime_decref(Runtime *rt) noexcept;
 int check_name(const char *name, const char *what);
 uint32_t next_generation() noexcept;
@@ -154,13 +191,21 @@ bool dispatcher_displaced(Runtime *rt) noexcept;
 
 } // namespace coextra
 
-// The opaque frame view handed to hooks; lives on the dispatcher's C stack.
+// The frame view handed to hooks; lives on the dispatcher's C stack.  Its
+// head is public (coextra.h, read by the inline coextra_eval_next).
 struct coextra_frame {
-    PyThreadState *tstate;
-    coextra_raw_frame *raw;
+    coextra_frame_head head; // tstate, raw, direct, consumed
     coextra::Runtime *rt;
     coextra::Chain *chain;
     PyCodeObject *code;
-    std::size_t pos;   // index in chain of the hook now running
-    bool consumed;     // the evaluator ran it, or it was returned/disposed
+    std::size_t pos; // index in chain of the hook now running
 };
+static_assert(offsetof(coextra_frame, head) == 0, "the frame head is what coextra.h reads");
+static_assert(offsetof(coextra_frame_head, raw) == sizeof(void *) &&
+                  offsetof(coextra_frame_head, direct) == 2 * sizeof(void *) &&
+                  offsetof(coextra_frame_head, consumed) == 3 * sizeof(void *),
+              "frame head layout is ABI");
+
+inline coextra_raw_frame *raw_of(const coextra_frame *f) noexcept {
+    return static_cast<coextra_raw_frame *>(f->head.raw);
+}

@@ -11,6 +11,8 @@ static_assert(sizeof(coextra_block_entry) == sizeof(void *) + 8, "coextra_block_
 static_assert(offsetof(coextra_block_entry, generation) == sizeof(void *), "entry layout is ABI");
 static_assert(offsetof(coextra::Block, pub) == 0, "the public block prefix must come first");
 static_assert(offsetof(coextra_fast_entry, co_extra_index) == sizeof(void *), "fast entry layout is ABI");
+static_assert(offsetof(coextra_fast_entry, interp_list_head) == 2 * sizeof(void *),
+              "fast entry layout is ABI (1.1 field appended)");
 
 namespace coextra {
 namespace {

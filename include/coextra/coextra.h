@@ -24,9 +24,11 @@
  *             coextra_hook*) belong to the interpreter that made them; using
  *             them in another is an error (checked calls) or NULL (fast path).
  *
- *  Layout     coextra_block / coextra_block_entry / coextra_fast_entry below
- *             are read by the inline fast path compiled into consumers; they
- *             are frozen for an ABI major (static_asserts in lib/ guard them).
+ *  Layout     coextra_block / coextra_block_entry / coextra_fast_entry /
+ *             coextra_frame_head below are read by the inline fast paths
+ *             compiled into consumers; they are frozen for an ABI major
+ *             (fields are only appended, with a minor bump; static_asserts in
+ *             lib/ guard them).
  *
  *  Errors     Functions return 0 or a pointer on success and -1 or NULL with
  *             a Python exception set on failure, unless noted.
@@ -44,7 +46,7 @@ extern "C" {
 #endif
 
 #define COEXTRA_ABI_MAJOR 1
-#define COEXTRA_ABI_MINOR 0
+#define COEXTRA_ABI_MINOR 1
 
 #define COEXTRA_MODULE_NAME "coextra._coextra"
 #define COEXTRA_CAPSULE_NAME "coextra._coextra._C_API"
@@ -87,7 +89,7 @@ typedef struct coextra_hook_def {
 /* ---- frozen layouts read by the inline fast path ------------------------ */
 
 typedef struct coextra_block_entry {
-    void *value;         /* NULL = empty */
+    void *value;         /* NULL = empty (always NULL when generation is 0) */
     uint32_t generation; /* generation of the slot that stored value; 0 = empty */
     uint32_t reserved;
 } coextra_block_entry;
@@ -108,7 +110,35 @@ typedef struct coextra_block {
 typedef struct coextra_fast_entry {
     PyInterpreterState *volatile interp;
     volatile Py_ssize_t co_extra_index; /* -1 until the first value is stored */
+    /* ABI 1.1: where CPython keeps the head of its interpreter list
+     * (&_PyRuntime.interpreters.head) when `interp` is the main interpreter,
+     * else the address of a NULL.  CPython links each new interpreter in at
+     * the head and the main one is created first, so `*interp_list_head ==
+     * interp` means the main interpreter is the process's only one, hence
+     * the caller's: coextra_slot_get then needs no PyInterpreterState_Get()
+     * call (a __tls_get_addr call on 3.12+).  Never NULL. */
+    PyInterpreterState *const volatile *interp_list_head;
 } coextra_fast_entry;
+
+/* The evaluator a frame may be handed to directly (CPython's
+ * _PyFrameEvalFunction, with the frame type erased: PyFrameObject* on
+ * 3.9/3.10, struct _PyInterpreterFrame* on 3.11+). */
+typedef PyObject *(*coextra_evaluator_fn)(PyThreadState *tstate, void *frame, int throwflag);
+
+/* The public head of the frame view a hook receives (ABI 1.1), read by the
+ * inline coextra_eval_next.  `direct` is set by the runtime when what comes
+ * after the running hook is CPython's evaluator itself (the hook is the last
+ * of the chain and no foreign eval-frame function lies below coextra): then
+ * delegating is one direct call, with no trip through the table.  Anything
+ * else (more hooks, a foreign tail, a second call) goes through the table,
+ * which checks it.  Hooks never write these fields. */
+typedef struct coextra_frame_head {
+    PyThreadState *tstate;
+    void *raw;                   /* the frame CPython passed to the eval-frame function */
+    coextra_evaluator_fn direct; /* see above; NULL = take the table */
+    int consumed;                /* evaluated, or finished by coextra_frame_return */
+    int reserved_;
+} coextra_frame_head;
 
 /* CPython's per-code extra array (Include/internal/pycore_code.h,
  * _PyCodeObjectExtra): unchanged 3.9–3.14. */
@@ -242,30 +272,40 @@ static inline int coextra_slot_clear(PyObject *code, coextra_slot slot) {
     return coextra_api_ptr_ ? coextra_api_ptr_->slot_clear(code, slot) : coextra_not_imported_();
 }
 
+/* Whether the main interpreter is the process's only one (then it runs the
+ * caller, and its co_extra index is fast->co_extra_index): see
+ * coextra_fast_entry.  Two loads and a compare, no call. */
+static inline int coextra_sole_interp_(const coextra_fast_entry *fast) {
+    return *fast->interp_list_head == fast->interp;
+}
+
 /* Fast path: the value stored in `slot` for `code`, or NULL (no value, not a
  * code object, stale/foreign handle, not imported).  Never sets an error.
  *
- * Reads CPython's co_extra array directly (PyCodeObject.co_extra is a public
- * field 3.9–3.14) for the first interpreter that used coextra, and goes
- * through the table for any other.  Free-threaded builds take the table. */
+ * While the main interpreter is the process's only one (the common case),
+ * reads CPython's co_extra array directly (PyCodeObject.co_extra is a public
+ * field 3.9–3.14) without a call; otherwise (subinterpreters exist, or
+ * free-threaded builds) it goes through the table, which checks the calling
+ * thread's interpreter. */
 static inline void *coextra_slot_get(PyObject *code, coextra_slot slot) {
     const coextra_api *api = coextra_api_ptr_;
-    if (api == NULL || slot.generation == 0)
+    const uint32_t gen = slot.generation;
+    const uint32_t i = slot.index - 1u; /* index 0 wraps and fails the bound check */
+    /* An all-zero handle needs no test of its own: an entry whose generation
+     * is 0 is empty and its value is NULL (the runtime keeps it so). */
+    if (api == NULL)
         return NULL;
 #if !defined(Py_GIL_DISABLED)
     /* code == NULL is bad input like any non-code object: NULL, not a crash
      * (PyCode_Check dereferences its argument). */
-    if (code == NULL)
-        return NULL;
-    if (api->fast->interp == PyInterpreterState_Get() && PyCode_Check(code)) {
+    if (code != NULL && coextra_sole_interp_(api->fast) && PyCode_Check(code)) {
         const coextra_code_extra_ *ce = (const coextra_code_extra_ *)((PyCodeObject *)code)->co_extra;
-        Py_ssize_t idx = api->fast->co_extra_index;
+        const size_t idx = (size_t)api->fast->co_extra_index; /* -1 (none yet) wraps and fails the bound check */
         const coextra_block *blk;
-        uint32_t i = slot.index - 1u; /* index 0 wraps and fails the bound check */
-        if (ce == NULL || idx < 0 || idx >= ce->ce_size)
+        if (ce == NULL || idx >= (size_t)ce->ce_size)
             return NULL;
         blk = (const coextra_block *)ce->ce_extras[idx];
-        if (blk == NULL || i >= blk->capacity || blk->entries[i].generation != slot.generation)
+        if (blk == NULL || i >= blk->capacity || blk->entries[i].generation != gen)
             return NULL;
         return blk->entries[i].value;
     }
@@ -287,8 +327,16 @@ static inline int coextra_hook_set_active(coextra_hook *hook, int active) {
 /* The frame functions below are only valid inside a hook's eval function,
  * on the frame it was given (coextra_import() has necessarily succeeded). */
 
-/* Continue down the chain (the next hook, else the evaluator). New reference. */
+/* Continue down the chain (the next hook, else the evaluator). New reference.
+ * When the evaluator comes next, this is a direct (tail) call to it. */
 static inline PyObject *coextra_eval_next(coextra_frame *frame, int throwflag) {
+    coextra_frame_head *head = (coextra_frame_head *)frame;
+    coextra_evaluator_fn direct = head->direct;
+    if (direct != NULL) {
+        head->direct = NULL; /* a second call takes the table and fails there */
+        head->consumed = 1;
+        return direct(head->tstate, head->raw, throwflag);
+    }
     return coextra_api_ptr_->eval_next(frame, throwflag);
 }
 static inline PyCodeObject *coextra_frame_code(coextra_frame *frame) {

@@ -698,7 +698,18 @@ static PyObject *stash_late(PyObject *m, PyObject *obj) {
     Py_RETURN_NONE;
 }
 
+/* fast_sole() -> bool: whether coextra_slot_get takes its call-free path
+ * now (the main interpreter is the process's only one). */
+static PyObject *fast_sole(PyObject *m, PyObject *noargs) {
+    (void)m;
+    (void)noargs;
+    if (coextra_api_ptr_ == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "coextra_import() has not run");
+    return PyBool_FromLong(coextra_sole_interp_(coextra_api_ptr_->fast));
+}
+
 static PyMethodDef methods[] = {
+    {"fast_sole", fast_sole, METH_NOARGS, "fast_sole() -> whether coextra_slot_get reads co_extra without a call"},
     {"reserve", reserve, METH_VARARGS, "reserve(k, name or None, free=True)"},
     {"reserve_bytes", reserve_bytes, METH_VARARGS, "reserve_bytes(k, name bytes)"},
     {"reserve_null_out", reserve_null_out, METH_VARARGS, "reserve_null_out(name): out == NULL"},

@@ -328,3 +328,42 @@ class TestSubinterpreters(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# Interpreters that are only created and destroyed (nothing runs in them):
+# the private modules exist on every version tested.
+try:
+    import _interpreters as _bare
+except ImportError:
+    import _xxsubinterpreters as _bare
+
+
+class TestSlotGetWithOtherInterpreters(unittest.TestCase):
+    """coextra_slot_get reads co_extra without a call only while the main
+    interpreter is alone; any other interpreter, even an idle one, sends it
+    through the table, which checks the caller's interpreter."""
+
+    def test_fast_path_only_while_alone(self):
+        f = make_function()
+        code = f.__code__
+        rel.reserve(230, uname("sole"))
+        self.addCleanup(rel.release, 230)
+        rel.set(code, 230, 130)
+        self.assertTrue(rel.fast_sole())
+        self.assertEqual(rel.get(code, 230), 130)
+        ids = [_bare.create() for _ in range(2)]
+        try:
+            self.assertFalse(rel.fast_sole())
+            # same answers through the table path
+            self.assertEqual(rel.get(code, 230), 130)
+            self.assertIsNone(rel.get(make_function().__code__, 230))
+            self.assertIsNone(rel.get(None, 230))
+            _bare.destroy(ids.pop())
+            self.assertFalse(rel.fast_sole())  # one left
+        finally:
+            for i in ids:
+                _bare.destroy(i)
+        self.assertTrue(rel.fast_sole())
+        self.assertEqual(rel.get(code, 230), 130)
+        rel.clear(code, 230)
+        self.assertIsNone(rel.get(code, 230))
