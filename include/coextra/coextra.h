@@ -192,12 +192,22 @@ typedef struct coextra_api {
 /* One per consumer extension (each translation unit that includes this header
  * gets its own static copy; define COEXTRA_API_SHARED in all but one TU and
  * COEXTRA_API_DEFINE in that one to share it across TUs). */
+/* coextra_fast_ptr_ is the table's fast entry once imported; before that a
+ * stand-in on which the inline coextra_slot_get finds no co_extra index
+ * (index -1) and returns NULL, so that it needs no "imported?" test. */
+#if defined(COEXTRA_API_DEFINE) || !defined(COEXTRA_API_SHARED)
+static PyInterpreterState *const coextra_no_interp_ = NULL;
+static const coextra_fast_entry coextra_fast_none_ = {NULL, -1, &coextra_no_interp_};
+#endif
 #if defined(COEXTRA_API_DEFINE)
 const coextra_api *coextra_api_ptr_ = NULL;
+const coextra_fast_entry *coextra_fast_ptr_ = &coextra_fast_none_;
 #elif defined(COEXTRA_API_SHARED)
 extern const coextra_api *coextra_api_ptr_;
+extern const coextra_fast_entry *coextra_fast_ptr_;
 #else
 static const coextra_api *coextra_api_ptr_ = NULL;
+static const coextra_fast_entry *coextra_fast_ptr_ = &coextra_fast_none_;
 #endif
 
 static inline int coextra_not_imported_(void) {
@@ -250,6 +260,7 @@ static inline int coextra_import(void) {
         return -1;
     }
     coextra_api_ptr_ = api;
+    coextra_fast_ptr_ = api->fast;
     return 0;
 }
 
@@ -288,19 +299,18 @@ static inline int coextra_sole_interp_(const coextra_fast_entry *fast) {
  * free-threaded builds) it goes through the table, which checks the calling
  * thread's interpreter. */
 static inline void *coextra_slot_get(PyObject *code, coextra_slot slot) {
-    const coextra_api *api = coextra_api_ptr_;
     const uint32_t gen = slot.generation;
     const uint32_t i = slot.index - 1u; /* index 0 wraps and fails the bound check */
     /* An all-zero handle needs no test of its own: an entry whose generation
-     * is 0 is empty and its value is NULL (the runtime keeps it so). */
-    if (api == NULL)
-        return NULL;
+     * is 0 is empty and its value is NULL (the runtime keeps it so).  Before
+     * coextra_import() the stand-in fast entry has no index: NULL below. */
 #if !defined(Py_GIL_DISABLED)
+    const coextra_fast_entry *fast = coextra_fast_ptr_;
     /* code == NULL is bad input like any non-code object: NULL, not a crash
      * (PyCode_Check dereferences its argument). */
-    if (code != NULL && coextra_sole_interp_(api->fast) && PyCode_Check(code)) {
+    if (code != NULL && coextra_sole_interp_(fast) && PyCode_Check(code)) {
         const coextra_code_extra_ *ce = (const coextra_code_extra_ *)((PyCodeObject *)code)->co_extra;
-        const size_t idx = (size_t)api->fast->co_extra_index; /* -1 (none yet) wraps and fails the bound check */
+        const size_t idx = (size_t)fast->co_extra_index; /* -1 (none yet) wraps and fails the bound check */
         const coextra_block *blk;
         if (ce == NULL || idx >= (size_t)ce->ce_size)
             return NULL;
@@ -310,7 +320,7 @@ static inline void *coextra_slot_get(PyObject *code, coextra_slot slot) {
         return blk->entries[i].value;
     }
 #endif
-    return api->slot_get(code, slot);
+    return coextra_api_ptr_ ? coextra_api_ptr_->slot_get(code, slot) : NULL;
 }
 
 /* ---- hooks and frames ----------------------------------------------------- */

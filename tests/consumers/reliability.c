@@ -400,6 +400,8 @@ static PyObject *hook_reset(PyObject *m, PyObject *args) {
 static PyObject *unimported(PyObject *m, PyObject *args) {
     const char *op;
     const coextra_api *saved = coextra_api_ptr_;
+    const coextra_fast_entry *saved_fast = coextra_fast_ptr_;
+    PyCodeObject *code;
     int rc = 0;
     void *v = NULL;
     coextra_slot s = {1, 1}, out;
@@ -411,7 +413,11 @@ static PyObject *unimported(PyObject *m, PyObject *args) {
     memset(&def, 0, sizeof def);
     def.name = "x";
     def.eval = count_eval;
+    code = PyCode_NewEmpty("unimported.py", "unimported", 1); /* a real code object for "get" */
+    if (code == NULL)
+        return NULL;
     coextra_api_ptr_ = NULL;
+    coextra_fast_ptr_ = &coextra_fast_none_;
     if (strcmp(op, "reserve") == 0)
         rc = coextra_slot_reserve("x", NULL, NULL, &out);
     else if (strcmp(op, "release") == 0)
@@ -421,7 +427,7 @@ static PyObject *unimported(PyObject *m, PyObject *args) {
     else if (strcmp(op, "clear") == 0)
         rc = coextra_slot_clear(Py_None, s);
     else if (strcmp(op, "get") == 0)
-        v = coextra_slot_get(Py_None, s);
+        v = coextra_slot_get((PyObject *)code, s);
     else if (strcmp(op, "hook_add") == 0)
         rc = coextra_hook_add(&def, &h);
     else if (strcmp(op, "hook_remove") == 0)
@@ -430,10 +436,14 @@ static PyObject *unimported(PyObject *m, PyObject *args) {
         rc = coextra_hook_set_active(h, 1);
     else {
         coextra_api_ptr_ = saved;
+        coextra_fast_ptr_ = saved_fast;
+        Py_DECREF(code);
         PyErr_Format(PyExc_ValueError, "unknown op %s", op);
         return NULL;
     }
     coextra_api_ptr_ = saved;
+    coextra_fast_ptr_ = saved_fast;
+    Py_DECREF(code);
     if (strcmp(op, "get") == 0) {
         if (PyErr_Occurred())
             return NULL;
