@@ -238,38 +238,48 @@ inline std::size_t first_taker(const Runtime *rt, const Chain *c, coextra_raw_fr
     return f->chain->n;
 }
 
-// The position of the first hook after `here` that takes this frame, or
-// chain->n (the tail).  Call-free unless an `only` hook comes up, so that
-// coextra_eval_next needs no register saves on its common path.
-inline std::size_t next_taker(coextra_frame *f, std::size_t here) noexcept {
-    for (std::size_t j = here + 1; j < f->chain->n; j++) {
-        const HookRec *h = f->chain->hooks[j];
-        if (!h->active || h->removed)
-            continue;
-        if (h->only.generation != 0)
-            return next_taker_only(f, j);
-        return j;
-    }
-    return f->chain->n;
-}
-
-// The body of coextra_eval_next: run the frame from the hook after f->pos.
-inline PyObject *run_chain(coextra_frame *f, int throwflag) {
+// Hook j of the frame's snapshot runs it (j > f->pos); the position and
+// `direct` are put back when it returns, in case it did not finish the frame.
+inline PyObject *call_hook_at(coextra_frame *f, std::size_t j, int throwflag) {
     const std::size_t here = f->pos;
-    const std::size_t j = next_taker(f, here);
-    f->pos = j;
-    if (j >= f->chain->n) {
-        // The tail consumes the frame: from here on every use of f that
-        // reads pos (eval_next, frame_return) fails on f->consumed, so pos
-        // needs no restoring and this can be a tail call.
-        return call_tail(f, throwflag);
-    }
     const HookRec *h = f->chain->hooks[j];
+    f->pos = j;
     f->head.direct = direct_after(f->rt, f->chain, j);
     PyObject *r = h->eval(f, throwflag, h->ctx);
-    f->head.direct = nullptr; // in case hook j returned without delegating
+    f->head.direct = nullptr;
     f->pos = here;
     return r;
+}
+
+// The tail consumes the frame: from here on every use of f that reads pos
+// (eval_next, frame_return) fails on f->consumed, so pos needs no restoring.
+[[gnu::noinline]] PyObject *run_tail(coextra_frame *f, int throwflag) {
+    f->pos = f->chain->n;
+    return call_tail(f, throwflag);
+}
+
+// coextra_eval_next from hook j on, once a hook with `only` is met.
+[[gnu::noinline]] PyObject *run_chain_only(coextra_frame *f, std::size_t j, int throwflag) {
+    j = next_taker_only(f, j);
+    if (j >= f->chain->n)
+        return run_tail(f, throwflag);
+    return call_hook_at(f, j, throwflag);
+}
+
+// The body of coextra_eval_next past its checks: run the frame from the hook
+// after f->pos.  Out of line (eval_next tail-calls it), and its only calls
+// are the next hook or tail calls, so that a hop saves two registers.
+[[gnu::noinline]] PyObject *run_chain(coextra_frame *f, int throwflag) {
+    const Chain *c = f->chain;
+    for (std::size_t j = f->pos + 1; j < c->n; j++) {
+        const HookRec *h = c->hooks[j];
+        if (!h->active || h->removed)
+            continue; // removed or paused since this frame entered
+        if (h->only.generation != 0)
+            return run_chain_only(f, j, throwflag);
+        return call_hook_at(f, j, throwflag);
+    }
+    return run_tail(f, throwflag);
 }
 
 // Run the frame through snapshot c from hook j on (j < c->n, or c->n for
