@@ -193,11 +193,13 @@ typedef struct coextra_api {
  * gets its own static copy; define COEXTRA_API_SHARED in all but one TU and
  * COEXTRA_API_DEFINE in that one to share it across TUs). */
 /* coextra_fast_ptr_ is the table's fast entry once imported; before that a
- * stand-in on which the inline coextra_slot_get finds no co_extra index
- * (index -1) and returns NULL, so that it needs no "imported?" test. */
+ * stand-in whose interpreter test always fails, so that the inline
+ * coextra_slot_get needs no "imported?" test of its own on the fast path:
+ * it falls back to the table, or NULL without one. */
 #if defined(COEXTRA_API_DEFINE) || !defined(COEXTRA_API_SHARED)
 static PyInterpreterState *const coextra_no_interp_ = NULL;
-static const coextra_fast_entry coextra_fast_none_ = {NULL, -1, &coextra_no_interp_};
+static const coextra_fast_entry coextra_fast_none_ = {(PyInterpreterState *)&coextra_no_interp_, -1,
+                                                      &coextra_no_interp_};
 #endif
 #if defined(COEXTRA_API_DEFINE)
 const coextra_api *coextra_api_ptr_ = NULL;
@@ -303,7 +305,7 @@ static inline void *coextra_slot_get(PyObject *code, coextra_slot slot) {
     const uint32_t i = slot.index - 1u; /* index 0 wraps and fails the bound check */
     /* An all-zero handle needs no test of its own: an entry whose generation
      * is 0 is empty and its value is NULL (the runtime keeps it so).  Before
-     * coextra_import() the stand-in fast entry has no index: NULL below. */
+     * coextra_import() the stand-in fast entry fails the interpreter test. */
 #if !defined(Py_GIL_DISABLED)
     const coextra_fast_entry *fast = coextra_fast_ptr_;
     /* code == NULL is bad input like any non-code object: NULL, not a crash

@@ -19,6 +19,7 @@ bool start() {
         std::fprintf(stderr, "embed: cannot create the coextra runtime\n");
         return false;
     }
+    coextra_fast_ptr_ = coextra_api_ptr_->fast; // what coextra_import() does too
     return true;
 }
 
