@@ -51,7 +51,6 @@ FastPath pick_fast_path(const Chain *c) noexcept;
 void refresh_fast(Runtime *rt) noexcept {
     const bool ok = rt->chain != nullptr && rt->installed && !rt->tail_is_foreign &&
                     !rt->tail_handed_back && rt->tail != nullptr && rt->tail_raw == nullptr;
-    rt->fast_chain = ok ? rt->chain : nullptr;
     rt->fast_hook = ok ? rt->chain->hooks[0] : nullptr;
     rt->fast_path = ok ? pick_fast_path(rt->chain) : &dispatch_general_rt;
 }
@@ -166,6 +165,14 @@ inline void mark_consumed(coextra_frame *f) noexcept {
     f->head.direct = nullptr;
 }
 
+// Drop the loop-guard mark.  A mark keeps the fast paths closed (see
+// refresh_fast); that only matters once the tail is CPython's own again.
+inline void clear_tail_mark(Runtime *rt) noexcept {
+    rt->tail_raw = nullptr;
+    if (!rt->tail_is_foreign)
+        refresh_fast(rt);
+}
+
 // Call the evaluator at the end of the chain.  When the tail is a foreign
 // eval-frame function that chains to *its* predecessor, and that predecessor
 // is us (it was installed after us, then we re-installed over it), it calls
@@ -184,25 +191,13 @@ inline PyObject *call_tail(coextra_frame *f, int throwflag) {
     // pushed at the same address (3.11+ data stack, 3.9/3.10 zombie frames:
     // the very next sibling call) would then be taken for the loop and skip
     // every hook and the foreign tool.
-    rt->tail_raw = nullptr;
-    refresh_fast(rt); // the mark may have kept the fast paths closed
+    clear_tail_mark(rt);
     return r;
 }
 
-// Whether `code` holds a value in `slot` (the `only` filter): the same read
-// as slot_get_in (coextra_slot_get's fast path over the frozen public block
-// layout), local to this file because it runs for every frame an `only` hook
-// meets.
+// Whether `code` holds a value in `slot` (the `only` filter).
 inline bool code_holds(const Runtime *rt, PyCodeObject *code, coextra_slot slot) noexcept {
-    // -1 (no code object holds anything yet) wraps and fails the bound check
-    const auto idx = static_cast<std::size_t>(rt->co_extra_index);
-    const auto *ce = static_cast<const coextra_code_extra_ *>(code->co_extra);
-    if (ce == nullptr || idx >= static_cast<std::size_t>(ce->ce_size))
-        return false;
-    const auto *b = static_cast<const coextra_block *>(ce->ce_extras[idx]);
-    const uint32_t i = slot.index - 1u;
-    return b != nullptr && i < b->capacity && b->entries[i].generation == slot.generation &&
-           b->entries[i].value != nullptr;
+    return block_value(rt, reinterpret_cast<PyObject *>(code), slot) != nullptr;
 }
 
 // Whether hook h takes frames of this code.  Hooks removed or deactivated
@@ -317,8 +312,7 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
         return coextra_fc_default_eval()(tstate, raw, throwflag);
     if (rt->tail_raw != nullptr) {
         bool again = rt->tail_raw == raw;
-        rt->tail_raw = nullptr;
-        refresh_fast(rt);
+        clear_tail_mark(rt);
         if (again)
             return coextra_fc_default_eval()(tstate, raw, throwflag);
     }
@@ -390,7 +384,7 @@ PyObject *fast_single_filtered(Runtime *rt, PyThreadState *tstate, coextra_raw_f
 
 // Several hooks, the outermost without a filter.
 PyObject *fast_chain(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
-    return run_frame(rt, rt->fast_chain, tstate, raw, throwflag, nullptr, 0);
+    return run_frame(rt, rt->chain, tstate, raw, throwflag, nullptr, 0);
 }
 
 // Several hooks, the outermost with a filter: the first hook of the snapshot
@@ -398,7 +392,7 @@ PyObject *fast_chain(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw,
 // current snapshot is active and not removed (any change rebuilds it), so
 // only the filters are tested.
 PyObject *fast_filtered(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
-    Chain *c = rt->fast_chain;
+    Chain *c = rt->chain;
     PyCodeObject *code = coextra_fc_code(raw);
     std::size_t j = 0;
     for (; j < c->n; j++) {

@@ -138,13 +138,36 @@ struct Runtime {
     bool tail_handed_back = false;       // tail was put back as the interpreter's function (chain.cpp)
     coextra_raw_frame *tail_raw = nullptr; // frame just handed to a foreign tail (loop guard)
     // The dispatcher's path (chain.cpp refresh_fast): while we are installed
-    // over CPython's own evaluator, one specialised for the snapshot, with
-    // the snapshot and its outermost hook; else the general path, which
-    // sorts out idle, foreign and displaced cases.
+    // over CPython's own evaluator, one specialised for the snapshot `chain`;
+    // else the general path, which sorts out idle, foreign and displaced
+    // cases.
     FastPath fast_path = &dispatch_general_rt;
-    Chain *fast_chain = nullptr;
-    const HookRec *fast_hook = nullptr;
+    const HookRec *fast_hook = nullptr; // chain->hooks[0] while fast_path is not the general one
 };
+
+// ---- the frozen-layout read (coextra_slot_get's inline fast path) -----------
+// The block `code` holds at this runtime's co_extra index, or nullptr.  The
+// caller has checked that `code` is a code object.  (-1, no index yet, wraps
+// and fails the bound check.)
+inline Block *get_block(const Runtime *rt, PyObject *code) noexcept {
+    const auto idx = static_cast<std::size_t>(rt->co_extra_index);
+    const auto *ce = static_cast<const coextra_code_extra_ *>(reinterpret_cast<PyCodeObject *>(code)->co_extra);
+    if (ce == nullptr || idx >= static_cast<std::size_t>(ce->ce_size))
+        return nullptr;
+    return static_cast<Block *>(ce->ce_extras[idx]);
+}
+
+// The value `code` holds in `slot`, or nullptr: what the inline
+// coextra_slot_get returns, for the checked slot_get and the `only` filter.
+// An all-zero or stale handle matches no entry (generation-0 entries hold
+// NULL; generations are process-unique).
+inline void *block_value(const Runtime *rt, PyObject *code, coextra_slot slot) noexcept {
+    const Block *b = get_block(rt, code);
+    const uint32_t i = slot.index - 1u; // index 0 wraps and fails the bound check
+    if (b == nullptr || i >= b->pub.capacity || b->pub.entries[i].generation != slot.generation)
+        return nullptr;
+    return b->pub.entries[i].value;
+}
 
 // ---- runtime.cpp ----------------------------------------------------------
 // interpreter -> runtime, read by the dispatcher on every frame.  Entries are
@@ -182,7 +205,6 @@ extern coextra_fast_entry g_fast;
 // ---- slots.cpp ------------------------------------------------------------
 SlotRec *lookup_slot(Runtime *rt, coextra_slot slot) noexcept;
 SlotRec *checked_slot(Runtime *rt, coextra_slot slot); // error set when nullptr
-void *slot_get_in(Runtime *rt, PyObject *code, coextra_slot slot) noexcept;
 void runtime_close_slots(Runtime *rt) noexcept;
 
 // ---- chain.cpp ------------------------------------------------------------

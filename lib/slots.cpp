@@ -40,15 +40,6 @@ int ensure_index(Runtime *rt) {
     return 0;
 }
 
-inline Block *get_block(Runtime *rt, PyObject *code) noexcept {
-    if (rt->co_extra_index < 0)
-        return nullptr;
-    const auto *ce = static_cast<const coextra_code_extra_ *>(reinterpret_cast<PyCodeObject *>(code)->co_extra);
-    if (ce == nullptr || rt->co_extra_index >= ce->ce_size)
-        return nullptr;
-    return static_cast<Block *>(ce->ce_extras[rt->co_extra_index]);
-}
-
 // A block found at our index that another interpreter's runtime made: the
 // code object is shared between interpreters (3.11's deep-frozen stdlib code
 // objects are; immortal ones may be).  Neither interpreter may touch the
@@ -218,14 +209,6 @@ SlotRec *checked_slot(Runtime *rt, coextra_slot slot) {
     return nullptr;
 }
 
-void *slot_get_in(Runtime *rt, PyObject *code, coextra_slot slot) noexcept {
-    Block *b = get_block(rt, code);
-    uint32_t i = slot.index - 1u;
-    if (b == nullptr || i >= b->pub.capacity || b->pub.entries[i].generation != slot.generation ||
-        slot.generation == 0)
-        return nullptr;
-    return b->pub.entries[i].value;
-}
 
 void runtime_close_slots(Runtime *rt) noexcept {
     // Values stay where they are: each code object that still holds a block
@@ -413,7 +396,7 @@ void *slot_get(PyObject *code, coextra_slot slot) noexcept {
     Runtime *rt = runtime_for(PyInterpreterState_Get());
     if (rt == nullptr)
         return nullptr;
-    return slot_get_in(rt, code, slot);
+    return block_value(rt, code, slot);
 }
 
 Py_ssize_t slot_live(coextra_slot slot) {
