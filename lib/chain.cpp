@@ -78,6 +78,7 @@ void apply_install_state(Runtime *rt) noexcept {
         }
         rt->tail_handed_back = false;
         rt->tail_is_foreign = rt->tail != coextra_fc_default_eval();
+        rt->direct_tail = rt->tail_is_foreign ? nullptr : reinterpret_cast<coextra_evaluator_fn>(rt->tail);
         rt->installed = true;
     } else if (!want && rt->installed) {
         if (ours) {
@@ -155,9 +156,7 @@ inline PyCodeObject *code_of(coextra_frame *f) noexcept {
 // `direct`, used by the inline coextra_eval_next): CPython's evaluator when
 // that hook is the snapshot's last and nothing foreign lies below us.
 inline coextra_evaluator_fn direct_after(const Runtime *rt, const Chain *c, std::size_t j) noexcept {
-    if (j + 1 != c->n || rt->tail_is_foreign)
-        return nullptr;
-    return reinterpret_cast<coextra_evaluator_fn>(rt->tail);
+    return j + 1 == c->n ? rt->direct_tail : nullptr;
 }
 
 inline void mark_consumed(coextra_frame *f) noexcept {
@@ -223,9 +222,9 @@ inline std::size_t first_taker(const Runtime *rt, const Chain *c, coextra_raw_fr
     return c->n;
 }
 
-// The walk of coextra_eval_next from hook j on, once a hook with `only` is
-// met (it calls out to frame_compat for the code, so it is kept out of the
-// call-free walk below).
+// The walk of coextra_eval_next from hook j on, once the next hook is not
+// plain (it has `only`, or was removed or paused since the frame entered):
+// the full test, which may read the code object, out of run_chain's way.
 [[gnu::noinline]] std::size_t next_taker_only(coextra_frame *f, std::size_t j) noexcept {
     for (; j < f->chain->n; j++)
         if (takes(f->rt, f->chain->hooks[j], raw_of(f), &f->code))
@@ -253,7 +252,7 @@ inline PyObject *call_hook_at(coextra_frame *f, std::size_t j, int throwflag) {
     return call_tail(f, throwflag);
 }
 
-// coextra_eval_next from hook j on, once a hook with `only` is met.
+// coextra_eval_next from hook j on, when hook j is not plain.
 [[gnu::noinline]] PyObject *run_chain_only(coextra_frame *f, std::size_t j, int throwflag) {
     j = next_taker_only(f, j);
     if (j >= f->chain->n)
@@ -262,19 +261,26 @@ inline PyObject *call_hook_at(coextra_frame *f, std::size_t j, int throwflag) {
 }
 
 // The body of coextra_eval_next past its checks: run the frame from the hook
-// after f->pos.  Out of line (eval_next tail-calls it), and its only calls
-// are the next hook or tail calls, so that a hop saves two registers.
-[[gnu::noinline]] PyObject *run_chain(coextra_frame *f, int throwflag) {
+// after f->pos.  Its only calls are the next hook or tail calls, so that a
+// hop saves two registers.
+inline PyObject *run_chain(coextra_frame *f, int throwflag) {
     const Chain *c = f->chain;
-    for (std::size_t j = f->pos + 1; j < c->n; j++) {
-        const HookRec *h = c->hooks[j];
-        if (!h->active || h->removed)
-            continue; // removed or paused since this frame entered
-        if (h->only.generation != 0)
-            return run_chain_only(f, j, throwflag);
-        return call_hook_at(f, j, throwflag);
-    }
-    return run_tail(f, throwflag);
+    const std::size_t j = f->pos + 1;
+    if (j >= c->n)
+        return run_tail(f, throwflag);
+    if (!c->hooks[j]->plain) // removed or paused since this frame entered, or filtered
+        return run_chain_only(f, j, throwflag);
+    return call_hook_at(f, j, throwflag);
+}
+
+// After the outermost hook returned: finish the frame if it neither
+// delegated nor returned through coextra_frame_return (on 3.12+ the frame
+// would leak: the callee owns it), exactly as frame_return does; unpin.
+inline PyObject *finish_frame(coextra_frame *f, PyObject *r) {
+    if (!f->head.consumed)
+        r = api::frame_return(f, r);
+    chain_decref(f->chain);
+    return r;
 }
 
 // Run the frame through snapshot c from hook j on (j < c->n, or c->n for
@@ -283,7 +289,7 @@ inline PyObject *call_hook_at(coextra_frame *f, std::size_t j, int throwflag) {
 inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag,
                            PyCodeObject *code, std::size_t j) {
     c->refs++;
-    coextra_frame f{{tstate, raw, nullptr, 0, 0}, rt, c, code, j};
+    coextra_frame f{{tstate, raw, nullptr, 0, 0}, c, code, j, rt};
     PyObject *r;
     if (j >= c->n) {
         r = call_tail(&f, throwflag);
@@ -291,16 +297,8 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
         const HookRec *h = c->hooks[j];
         f.head.direct = direct_after(rt, c, j);
         r = h->eval(&f, throwflag, h->ctx);
-        f.pos = static_cast<std::size_t>(-1);
     }
-    if (!f.head.consumed) {
-        // A hook returned without delegating or returning through
-        // coextra_frame_return.  On 3.12+ the frame would leak (the callee
-        // owns it), so finish it exactly as frame_return does.
-        r = api::frame_return(&f, r);
-    }
-    chain_decref(c);
-    return r;
+    return finish_frame(&f, r);
 }
 
 // Everything but the fast path: no runtime or a closed one, idle, a foreign
@@ -327,7 +325,7 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
         // between it and us forever), or gone.
         if (rt->tail == nullptr || rt->tail_handed_back)
             return coextra_fc_default_eval()(tstate, raw, throwflag);
-        coextra_frame idle{{tstate, raw, nullptr, 0, 0}, rt, nullptr, nullptr, 0};
+        coextra_frame idle{{tstate, raw, nullptr, 0, 0}, nullptr, nullptr, 0, rt};
         return call_tail(&idle, throwflag);
     }
     PyCodeObject *code = nullptr;
@@ -356,10 +354,10 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
 // snapshot may go at once.
 inline PyObject *run_single_inline(Runtime *rt, const HookRec *h, PyThreadState *tstate, coextra_raw_frame *raw,
                                    int throwflag) {
-    coextra_frame f{{tstate, raw, reinterpret_cast<coextra_evaluator_fn>(rt->tail), 0, 0}, rt, nullptr, nullptr, 0};
+    coextra_frame f{{tstate, raw, reinterpret_cast<coextra_evaluator_fn>(rt->tail), 0, 0}, nullptr, nullptr, 0, rt};
     PyObject *r = h->eval(&f, throwflag, h->ctx);
     if (!f.head.consumed)
-        r = api::frame_return(&f, r); // see run_frame
+        r = api::frame_return(&f, r); // see finish_frame
     return r;
 }
 
@@ -368,13 +366,13 @@ inline PyObject *run_single_inline(Runtime *rt, const HookRec *h, PyThreadState 
     return run_single_inline(rt, h, tstate, raw, throwflag);
 }
 
-PyObject *fast_single(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+PyObject *fast_single(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
     return run_single_inline(rt, rt->fast_hook, tstate, raw, throwflag);
 }
 
 // One hook with an `only` filter (a debugger with breakpoints, a JIT for
 // marked code): most frames go straight to the evaluator by a tail call.
-PyObject *fast_single_filtered(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
     const HookRec *h = rt->fast_hook;
     PyCodeObject *code = coextra_fc_code(raw);
     if (code == nullptr || !code_holds(rt, code, h->only))
@@ -382,16 +380,21 @@ PyObject *fast_single_filtered(Runtime *rt, PyThreadState *tstate, coextra_raw_f
     return run_single(rt, h, tstate, raw, throwflag);
 }
 
-// Several hooks, the outermost without a filter.
-PyObject *fast_chain(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
-    return run_frame(rt, rt->chain, tstate, raw, throwflag, nullptr, 0);
+// Several hooks, the outermost without a filter: run_frame from hook 0,
+// which is not the last (no `direct`).
+PyObject *fast_chain(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
+    Chain *c = rt->chain;
+    c->refs++;
+    coextra_frame f{{tstate, raw, nullptr, 0, 0}, c, nullptr, 0, rt};
+    const HookRec *h = c->hooks[0];
+    return finish_frame(&f, h->eval(&f, throwflag, h->ctx));
 }
 
 // Several hooks, the outermost with a filter: the first hook of the snapshot
 // that takes the frame, else straight to the evaluator.  Every hook of the
 // current snapshot is active and not removed (any change rebuilds it), so
 // only the filters are tested.
-PyObject *fast_filtered(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+PyObject *fast_filtered(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
     Chain *c = rt->chain;
     PyCodeObject *code = coextra_fc_code(raw);
     std::size_t j = 0;
@@ -419,15 +422,15 @@ FastPath pick_fast_path(const Chain *c) noexcept {
 // allocation, no hash lookup, no Python call (Python-level hooks are
 // ordinary hooks of the bindings).
 PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
-    Runtime *rt = runtime_of_first(tstate->interp);
-    if (rt == nullptr)
+    Runtime *rt;
+    if (!dispatch_first(tstate->interp, &rt))
         return dispatch_general(tstate, raw, throwflag);
-    return rt->fast_path(rt, tstate, raw, throwflag);
+    return rt->fast_path(tstate, raw, throwflag, rt);
 }
 
 } // namespace
 
-PyObject *dispatch_general_rt(Runtime *, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+PyObject *dispatch_general_rt(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *) {
     return dispatch_general(tstate, raw, throwflag);
 }
 
@@ -438,6 +441,7 @@ bool dispatcher_displaced(Runtime *rt) noexcept {
 void runtime_close_hooks(Runtime *rt) noexcept {
     for (auto &kv : rt->hooks) {
         kv.second->removed = true;
+        kv.second->sync_plain();
         hook_decref(kv.second);
     }
     rt->hooks.clear();
@@ -446,6 +450,12 @@ void runtime_close_hooks(Runtime *rt) noexcept {
     rt->chain = nullptr;
     chain_decref(old);
     apply_install(rt);
+}
+
+[[gnu::noinline, gnu::cold]] static PyObject *eval_next_consumed() {
+    PyErr_SetString(PyExc_SystemError,
+                    "coextra_eval_next: this frame was already evaluated or finished by coextra_frame_return");
+    return nullptr;
 }
 
 namespace api {
@@ -489,6 +499,7 @@ int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out)
         h->ctx = def->ctx;
         h->only = def->only;
         h->flags = flags;
+        h->sync_plain();
         rt->hook_names.emplace(std::move(name), h->id);
         named = true;
         rt->hooks.emplace(h->id, h);
@@ -520,8 +531,10 @@ int hook_remove(coextra_hook *hook) {
     if (h == nullptr)
         return -1;
     h->removed = true;
+    h->sync_plain();
     if (rebuild_chain(rt) < 0) {
         h->removed = false;
+        h->sync_plain();
         return -1;
     }
     rt->hooks.erase(h->id);
@@ -540,12 +553,14 @@ int hook_set_active(coextra_hook *hook, int active) {
         return -1;
     const bool was = h->active;
     h->active = active != 0;
+    h->sync_plain();
     if (was == h->active) {
         apply_install(rt); // also re-checks for displacement
         return 0;
     }
     if (rebuild_chain(rt) < 0) {
         h->active = was;
+        h->sync_plain();
         return -1;
     }
     return 0;
@@ -560,11 +575,8 @@ int hook_get_active(coextra_hook *hook) {
 }
 
 PyObject *eval_next(coextra_frame *f, int throwflag) {
-    if (f->head.consumed) {
-        PyErr_SetString(PyExc_SystemError,
-                        "coextra_eval_next: this frame was already evaluated or finished by coextra_frame_return");
-        return nullptr;
-    }
+    if (f->head.consumed)
+        return eval_next_consumed();
     // What the inline coextra_eval_next does, for callers through the table
     // (the Python face, consumers built against ABI 1.0).  A frame of
     // run_single has no pinned chain and always has `direct` until consumed.

@@ -205,12 +205,12 @@ coextra_fc_set_extra(PyObject *code, Py_ssize_t index, void *extra)
 /* Frame view.                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Read by the inline coextra_fc_code (frame_compat.h), which the dispatcher
- * calls for every frame an `only` hook meets. */
+/* The inline coextra_fc_code (frame_compat.h) reads the code object at a
+ * constant offset: check it against the real layouts. */
 #if PY_VERSION_HEX >= 0x030D0000
-const size_t coextra_fc_code_offset = offsetof(fc_frame, f_executable);
+_Static_assert(offsetof(fc_frame, f_executable) == COEXTRA_FC_CODE_OFFSET, "3.13 f_executable moved");
 #else
-const size_t coextra_fc_code_offset = offsetof(fc_frame, f_code);
+_Static_assert(offsetof(fc_frame, f_code) == COEXTRA_FC_CODE_OFFSET, "f_code moved");
 #endif
 
 /* ------------------------------------------------------------------------ */

@@ -3,6 +3,9 @@
 #define COEXTRA_FRAME_COMPAT_H
 
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030B0000
+#  include <frameobject.h> /* PyFrameObject's public layout (COEXTRA_FC_CODE_OFFSET) */
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -37,11 +40,23 @@ PyInterpreterState *const *coextra_fc_interp_list_head(void);
 /* --- frame view (all borrowed, never fail, never set an exception) ------ */
 /* Where the frame keeps its code object: f_code (3.9–3.12), f_executable
  * (3.13; "code object or None", None only for shim frames that never reach an
- * eval-frame function).  Computed in frame_compat.c with offsetof, so that
- * this hot read stays inline for the dispatcher without a version #if here. */
-extern const size_t coextra_fc_code_offset;
+ * eval-frame function).  The dispatcher reads it for every frame an `only`
+ * hook meets, so the offset is a constant here rather than a load; these are
+ * CPython's frozen frame layouts, and frame_compat.c checks each one with a
+ * static assertion against the real struct (the internal headers are only
+ * included there). */
+#if PY_VERSION_HEX >= 0x030C0000
+/* 3.12 _PyInterpreterFrame.f_code / 3.13 .f_executable: the first member */
+#  define COEXTRA_FC_CODE_OFFSET ((size_t)0)
+#elif PY_VERSION_HEX >= 0x030B0000
+/* 3.11 _PyInterpreterFrame: f_func, f_globals, f_builtins, f_locals, f_code */
+#  define COEXTRA_FC_CODE_OFFSET (4 * sizeof(void *))
+#else
+/* 3.9/3.10: the frame is a PyFrameObject, whose layout is public */
+#  define COEXTRA_FC_CODE_OFFSET offsetof(PyFrameObject, f_code)
+#endif
 static inline PyCodeObject *coextra_fc_code(coextra_raw_frame *frame) {
-    PyObject *co = *(PyObject *const *)((const char *)frame + coextra_fc_code_offset);
+    PyObject *co = *(PyObject *const *)((const char *)frame + COEXTRA_FC_CODE_OFFSET);
     return (co != NULL && PyCode_Check(co)) ? (PyCodeObject *)co : NULL;
 }
 /* The function object; NULL on 3.9/3.10 (frames have none) and where the

@@ -30,11 +30,15 @@ void publish_key(char *buf, std::size_t n, unsigned major) {
     PyOS_snprintf(buf, n, "%s%u", COEXTRA_PUBLISH_PREFIX, major);
 }
 
+// An entry is claimed through its rt and published through its interp, and
+// withdrawn in the opposite order: whoever sees an entry's interp equal to
+// its own also sees that entry's runtime (the dispatcher relies on it and
+// does not test rt for NULL; see runtime.hpp dispatch_runtime).
 void register_entry(Runtime *rt) noexcept {
     for (auto &e : g_entries) {
-        PyInterpreterState *expected = nullptr;
-        if (e.interp.compare_exchange_strong(expected, rt->interp)) {
-            e.rt.store(rt);
+        Runtime *expected = nullptr;
+        if (e.rt.compare_exchange_strong(expected, rt)) {
+            e.interp.store(rt->interp, std::memory_order_release);
             return;
         }
     }
@@ -43,8 +47,8 @@ void register_entry(Runtime *rt) noexcept {
 void unregister_entry(Runtime *rt) noexcept {
     for (auto &e : g_entries) {
         if (e.rt.load() == rt) {
-            e.rt.store(nullptr);
             e.interp.store(nullptr);
+            e.rt.store(nullptr);
         }
     }
     if (g_fast.interp == rt->interp) {

@@ -64,8 +64,10 @@ struct RegistryLock {
 struct Runtime;
 
 // One of the dispatcher's paths (chain.cpp), picked per runtime.
-using FastPath = PyObject *(*)(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag);
-PyObject *dispatch_general_rt(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag);
+// rt last: the dispatcher passes CPython's three arguments on in the registers
+// they came in (x86-64, AArch64), adding only rt.
+using FastPath = PyObject *(*)(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt);
+PyObject *dispatch_general_rt(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt);
 
 // One reserved slot.  generation == 0 marks a free index.
 struct SlotRec {
@@ -102,6 +104,10 @@ struct HookRec {
     uint32_t flags = 0;
     bool active = true;
     bool removed = false;
+    // active, not removed and without an `only` filter: a hop's one test
+    // (chain.cpp run_chain).  sync_plain() after any change of the three.
+    bool plain = false;
+    void sync_plain() noexcept { plain = active && !removed && only.generation == 0; }
 };
 
 // An immutable snapshot of the active hooks, outermost first.  The dispatcher
@@ -133,6 +139,7 @@ struct Runtime {
     FlatMap<String, uint64_t> hook_names;
     Chain *chain = nullptr; // nullptr when no hook is active
     coextra_raw_eval_fn tail = nullptr; // what was installed before us
+    coextra_evaluator_fn direct_tail = nullptr; // tail when it is CPython's evaluator, else nullptr
     bool installed = false;              // we put the dispatcher in and have not taken it out
     bool tail_is_foreign = false;        // tail is not CPython's own evaluator
     bool tail_handed_back = false;       // tail was put back as the interpreter's function (chain.cpp)
@@ -190,6 +197,17 @@ inline Runtime *runtime_of_first(PyInterpreterState *interp) noexcept {
     return nullptr;
 }
 
+// The dispatcher's read of entry 0: its runtime when `interp` is its
+// interpreter, else nullptr.  Never the NULL of a half-published entry (the
+// interp is published after rt and withdrawn before it: runtime.cpp
+// register_entry), so a match needs no second test.
+inline bool dispatch_first(PyInterpreterState *interp, Runtime **rt) noexcept {
+    if (g_entries[0].interp.load(std::memory_order_acquire) != interp)
+        return false;
+    *rt = g_entries[0].rt.load(std::memory_order_relaxed);
+    return true;
+}
+
 // The runtime of `interp` or nullptr (no error set).
 inline Runtime *runtime_for(PyInterpreterState *interp) noexcept {
     if (Runtime *rt = runtime_of_first(interp))
@@ -217,10 +235,12 @@ bool dispatcher_displaced(Runtime *rt) noexcept;
 // head is public (coextra.h, read by the inline coextra_eval_next).
 struct coextra_frame {
     coextra_frame_head head; // tstate, raw, direct, consumed
-    coextra::Runtime *rt;
+    // chain, code and pos follow `consumed` so that the single-hook path
+    // zeroes all four with two 16-byte stores.
     coextra::Chain *chain;
     PyCodeObject *code;
     std::size_t pos; // index in chain of the hook now running
+    coextra::Runtime *rt;
 };
 static_assert(offsetof(coextra_frame, head) == 0, "the frame head is what coextra.h reads");
 static_assert(offsetof(coextra_frame_head, raw) == sizeof(void *) &&

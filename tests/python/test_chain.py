@@ -230,6 +230,27 @@ class TestChangesFromInsideHooks(ChainTestCase):
         self.assertEqual(native_events(inner_log, "target"), [])
         self.assertEqual(native_events(inner_log, "inner"), [])
 
+    def test_native_hook_paused_while_frame_in_flight_is_skipped(self):
+        # Pausing a hook inner to a frame in flight: that frame's hop to it
+        # tests the hook live and goes past it; resumed, it sees frames again.
+        log = []
+        victim = self.add_native("log", 1000, log)
+        box = {}
+
+        def on_enter(code):
+            if code is target.__code__ and "n" not in box:
+                native.set_active(victim, 0)
+                box["n"] = len(log)
+
+        self.add_hook(on_enter=on_enter, priority=100)
+        self.assertEqual(target(), 42)
+        self.assertEqual(native_events(log[box["n"]:], "target"), [])
+        self.assertEqual(native_events(log[box["n"]:], "inner"), [])
+        native.set_active(victim, 1)
+        self.assertEqual(target(), 42)
+        self.assertEqual([e[1] for e in native_events(log[box["n"]:], "target")], ["enter", "exit"])
+        self.assertEqual([e[1] for e in native_events(log[box["n"]:], "inner")], ["enter", "exit"])
+
     def test_native_hook_removes_itself(self):
         h = self.add_native("remove_self", 500)
         self.assertEqual((target(), other(), fib(5)), (42, 7, 5))
