@@ -268,9 +268,19 @@ inline PyObject *run_chain(coextra_frame *f, int throwflag) {
     const std::size_t j = f->pos + 1;
     if (j >= c->n)
         return run_tail(f, throwflag);
-    if (!c->hooks[j]->plain) // removed or paused since this frame entered, or filtered
+    const HookRec *h = c->hooks[j];
+    if (!h->plain) // removed or paused since this frame entered, or filtered
         return run_chain_only(f, j, throwflag);
-    return call_hook_at(f, j, throwflag);
+    // call_hook_at for j == pos + 1, keeping only f across the call: when
+    // hook j returns without the frame consumed, pos is j again (every hop
+    // below it put its own position back), so the caller's is pos - 1; once
+    // consumed, pos is never read again.
+    f->pos = j;
+    f->head.direct = direct_after(f->rt, c, j);
+    PyObject *r = h->eval(f, throwflag, h->ctx);
+    f->head.direct = nullptr;
+    f->pos -= 1;
+    return r;
 }
 
 // After the outermost hook returned: finish the frame if it neither
@@ -352,8 +362,9 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
 // (eval_next takes `direct`; frame_return and the frame accessors never look
 // at the chain), so a hook may remove itself or change the chain and the old
 // snapshot may go at once.
-inline PyObject *run_single_inline(Runtime *rt, const HookRec *h, PyThreadState *tstate, coextra_raw_frame *raw,
-                                   int throwflag) {
+// (CPython's three arguments first, in the registers they arrive in.)
+inline PyObject *run_single_inline(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt,
+                                   const HookRec *h) {
     coextra_frame f{{tstate, raw, reinterpret_cast<coextra_evaluator_fn>(rt->tail), 0, 0}, nullptr, nullptr, 0, rt};
     PyObject *r = h->eval(&f, throwflag, h->ctx);
     if (!f.head.consumed)
@@ -361,13 +372,13 @@ inline PyObject *run_single_inline(Runtime *rt, const HookRec *h, PyThreadState 
     return r;
 }
 
-[[gnu::noinline]] PyObject *run_single(Runtime *rt, const HookRec *h, PyThreadState *tstate,
-                                       coextra_raw_frame *raw, int throwflag) {
-    return run_single_inline(rt, h, tstate, raw, throwflag);
+[[gnu::noinline]] PyObject *run_single(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt,
+                                       const HookRec *h) {
+    return run_single_inline(tstate, raw, throwflag, rt, h);
 }
 
 PyObject *fast_single(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
-    return run_single_inline(rt, rt->fast_hook, tstate, raw, throwflag);
+    return run_single_inline(tstate, raw, throwflag, rt, rt->fast_hook);
 }
 
 // One hook with an `only` filter (a debugger with breakpoints, a JIT for
@@ -377,7 +388,7 @@ PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, in
     PyCodeObject *code = coextra_fc_code(raw);
     if (code == nullptr || !code_holds(rt, code, h->only))
         return rt->tail(tstate, raw, throwflag);
-    return run_single(rt, h, tstate, raw, throwflag);
+    return run_single(tstate, raw, throwflag, rt, h);
 }
 
 // Several hooks, the outermost without a filter: run_frame from hook 0,

@@ -57,7 +57,16 @@ PyInterpreterState *const *coextra_fc_interp_list_head(void);
 #endif
 static inline PyCodeObject *coextra_fc_code(coextra_raw_frame *frame) {
     PyObject *co = *(PyObject *const *)((const char *)frame + COEXTRA_FC_CODE_OFFSET);
+#if PY_VERSION_HEX >= 0x030D0000
+    /* f_executable is typed PyObject*: check rather than trust the comment */
     return (co != NULL && PyCode_Check(co)) ? (PyCodeObject *)co : NULL;
+#else
+    /* f_code: a strong reference to the frame's code object, always set
+     * (telling the compiler lets callers drop their NULL tests) */
+    if (co == NULL)
+        __builtin_unreachable();
+    return (PyCodeObject *)co;
+#endif
 }
 /* The function object; NULL on 3.9/3.10 (frames have none) and where the
  * frame's funcobj is not a function. */

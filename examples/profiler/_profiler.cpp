@@ -172,7 +172,10 @@ Entry *new_entry(Profiler *p, PyCodeObject *co) noexcept {
 inline void stop(Context *c, int64_t t1) noexcept {
     const int64_t tt = t1 - c->t0;
     const int64_t it = tt - c->subt;
-    if (valid(c->previous, c->prof))
+    // No validity test: an enclosing context that is stale (older epoch,
+    // flushed, another Profile) is never accounted, so its subt is unread;
+    // it is alive (it sits on the C stack of an enclosing hook call).
+    if (c->previous != nullptr)
         c->previous->subt += tt;
     Entry *e = c->entry;
     if (--e->recursion == 0)

@@ -16,6 +16,7 @@ enum mode {
     MODE_REMOVE_SELF, /* remove this hook's own handle on its first frame, then delegate */
     MODE_KEEP_FRAME,  /* append the frame object itself to list `arg` (it outlives the frame), delegate */
     MODE_FUNCTION,    /* append (coextra_frame_function or None, coextra_frame_globals) to list `arg`, delegate */
+    MODE_NEXT_TWICE,  /* delegate, drop the result or error, delegate again and return that */
 };
 
 typedef struct hook_ctx {
@@ -122,6 +123,12 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
         Py_XDECREF(t);
         return coextra_eval_next(f, throwflag);
     }
+    case MODE_NEXT_TWICE:
+        r = coextra_eval_next(f, throwflag);
+        if (r == NULL)
+            PyErr_Clear();
+        Py_XDECREF(r);
+        return coextra_eval_next(f, throwflag);
     case MODE_PASS:
     default:
         return coextra_eval_next(f, throwflag);
@@ -130,7 +137,7 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
 
 static const char *mode_names[] = {"pass",  "log",         "memo",       "return",   "double_next",
                                    "no_consume", "frame_object", "raise", "remove_self", "keep_frame",
-                                   "function",   NULL};
+                                   "function",   "next_twice", NULL};
 
 /* add(name, priority, mode, arg=None, only=(0, 0), code=None) -> handle (int) */
 static PyObject *add(PyObject *m, PyObject *args, PyObject *kw) {

@@ -294,6 +294,30 @@ class TestChangesFromInsideHooks(ChainTestCase):
                          [inner.__code__, inner.__code__, target.__code__])
 
 
+class TestHopPositions(ChainTestCase):
+    def test_delegating_again_after_an_inner_hook_kept_the_frame(self):
+        # outer -> inner, and inner returns without running or finishing the
+        # frame: the hop puts the outer hook's position back, so its second
+        # coextra_eval_next reaches inner again (not what lies below it), and
+        # the frame is finished with what the outer hook returns.
+        for below in (False, True):
+            with self.subTest(hook_below_inner=below):
+                outer = self.add_native("next_twice", 100, code=target.__code__)
+                inner = self.add_native("no_consume", 1000, code=target.__code__)
+                hooks = [outer, inner]
+                if below:
+                    hooks.append(self.add_native("pass", 5000))  # inner is then not the last
+                before = native.count(inner)
+                r = target()
+                seen = native.count(inner) - before
+                self.assertIsNone(r)  # 42 if the second delegation skipped inner
+                self.assertEqual(seen, 2)
+                self.assertEqual(target.__code__.co_name, "target")
+                for h in hooks:
+                    native.remove(h)
+                self.assertEqual(target(), 42)
+
+
 class TestThreads(ChainTestCase):
     def test_changes_from_another_thread(self):
         n_workers, iterations, cycles = 4, 150, 60
