@@ -40,7 +40,10 @@
  *    MSVC C++ rejects pycore_stackref.h) + internal/pycore_ceval.h; the struct
  *    lives in pycore_interpframe_structs.h.
  *  - f_executable and f_funcobj are _PyStackRef: use _PyFrame_GetCode(),
- *    PyStackRef_AsPyObjectBorrow(frame->f_funcobj), never `.bits`.
+ *    PyStackRef_AsPyObjectBorrow(frame->f_funcobj), never `.bits`.  That
+ *    includes the inline coextra_fc_code in frame_compat.h, which reads the
+ *    code pointer raw at COEXTRA_FC_CODE_OFFSET: on 3.14 the offset is still
+ *    0 (the static assertion would pass) but the word is a tagged stackref.
  *  - localsplus[] are _PyStackRef too (prologue code below: PyStackRef_FromPyObjectNew,
  *    PyStackRef_AsPyObjectBorrow, PyStackRef_XCLOSE); _PyFrame_GetBytecode()
  *    replaces _PyCode_CODE() for the instruction stream (tlbc under Py_GIL_DISABLED).

@@ -33,7 +33,7 @@ void publish_key(char *buf, std::size_t n, unsigned major) {
 // An entry is claimed through its rt and published through its interp, and
 // withdrawn in the opposite order: whoever sees an entry's interp equal to
 // its own also sees that entry's runtime (the dispatcher relies on it and
-// does not test rt for NULL; see runtime.hpp dispatch_runtime).
+// does not test rt for NULL; see runtime.hpp dispatch_first).
 void register_entry(Runtime *rt) noexcept {
     for (auto &e : g_entries) {
         Runtime *expected = nullptr;

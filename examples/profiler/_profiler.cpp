@@ -172,10 +172,11 @@ Entry *new_entry(Profiler *p, PyCodeObject *co) noexcept {
 inline void stop(Context *c, int64_t t1) noexcept {
     const int64_t tt = t1 - c->t0;
     const int64_t it = tt - c->subt;
-    // No validity test: an enclosing context that is stale (older epoch,
-    // flushed, another Profile) is never accounted, so its subt is unread;
-    // it is alive (it sits on the C stack of an enclosing hook call).
-    if (c->previous != nullptr)
+    // Only into a live context of this Profile: with C-stack switching
+    // (greenlet, gevent) t_current may point into another greenlet's stack,
+    // whose memory now holds something else; reading it is harmless,
+    // writing it is not.
+    if (valid(c->previous, c->prof))
         c->previous->subt += tt;
     Entry *e = c->entry;
     if (--e->recursion == 0)

@@ -1,6 +1,7 @@
 """test_chain.py: the eval-frame chain against real CPython: order, only, activation, changes from
 inside hooks and other threads, introspection, input validation, callback isolation, exceptions, idle."""
 
+import itertools
 import sys
 import threading
 import traceback
@@ -299,22 +300,33 @@ class TestHopPositions(ChainTestCase):
         # outer -> inner, and inner returns without running or finishing the
         # frame: the hop puts the outer hook's position back, so its second
         # coextra_eval_next reaches inner again (not what lies below it), and
-        # the frame is finished with what the outer hook returns.
-        for below in (False, True):
-            with self.subTest(hook_below_inner=below):
-                outer = self.add_native("next_twice", 100, code=target.__code__)
-                inner = self.add_native("no_consume", 1000, code=target.__code__)
-                hooks = [outer, inner]
-                if below:
-                    hooks.append(self.add_native("pass", 5000))  # inner is then not the last
-                before = native.count(inner)
-                r = target()
-                seen = native.count(inner) - before
+        # the frame is finished with what the outer hook returns.  Variants:
+        # outer not first (a hook in front), a hook between them that this
+        # frame skips (an `only` filter on a slot target's code does not
+        # hold: the walking hop), a hook below inner (inner not the last).
+        handle = native.reserve_slot(uname("hop-only"))
+        self.addCleanup(native.release_slot, handle)
+        for above, between, below in itertools.product((False, True), repeat=3):
+            with self.subTest(above=above, between=between, below=below):
+                hooks = []
+                try:
+                    if above:
+                        hooks.append(native.add(uname("above"), 50, "pass", None))
+                    hooks.append(native.add(uname("outer"), 100, "next_twice", None, code=target.__code__))
+                    if between:
+                        hooks.append(native.add(uname("between"), 500, "pass", None, only=handle))
+                    inner = native.add(uname("inner"), 1000, "no_consume", None, code=target.__code__)
+                    hooks.append(inner)
+                    if below:
+                        hooks.append(native.add(uname("below"), 5000, "pass", None))
+                    before = native.count(inner)
+                    r = target()
+                    seen = native.count(inner) - before
+                finally:
+                    for h in hooks:
+                        native.remove(h)
                 self.assertIsNone(r)  # 42 if the second delegation skipped inner
                 self.assertEqual(seen, 2)
-                self.assertEqual(target.__code__.co_name, "target")
-                for h in hooks:
-                    native.remove(h)
                 self.assertEqual(target(), 42)
 
 
