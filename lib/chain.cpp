@@ -52,6 +52,7 @@ void refresh_fast(Runtime *rt) noexcept {
     const bool ok = rt->chain != nullptr && rt->installed && !rt->tail_is_foreign &&
                     !rt->tail_handed_back && rt->tail != nullptr && rt->tail_raw == nullptr;
     rt->fast_hook = ok ? rt->chain->hooks[0] : nullptr;
+    rt->fast_only = ok ? rt->fast_hook->only : coextra_slot{0, 0};
     rt->fast_path = ok ? pick_fast_path(rt->chain) : &dispatch_general_rt;
 }
 
@@ -384,11 +385,10 @@ PyObject *fast_single(PyThreadState *tstate, coextra_raw_frame *raw, int throwfl
 // One hook with an `only` filter (a debugger with breakpoints, a JIT for
 // marked code): most frames go straight to the evaluator by a tail call.
 PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
-    const HookRec *h = rt->fast_hook;
     PyCodeObject *code = coextra_fc_code(raw);
-    if (code == nullptr || !code_holds(rt, code, h->only))
+    if (code == nullptr || !code_holds(rt, code, rt->fast_only))
         return rt->tail(tstate, raw, throwflag);
-    return run_single(tstate, raw, throwflag, rt, h);
+    return run_single(tstate, raw, throwflag, rt, rt->fast_hook);
 }
 
 // Several hooks, the outermost without a filter: run_frame from hook 0,

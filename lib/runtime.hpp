@@ -150,6 +150,9 @@ struct Runtime {
     // cases.
     FastPath fast_path = &dispatch_general_rt;
     const HookRec *fast_hook = nullptr; // chain->hooks[0] while fast_path is not the general one
+    // fast_hook's `only`, read by the single filtered path without a load
+    // of fast_hook.
+    coextra_slot fast_only{0, 0};
 };
 
 // ---- the frozen-layout read (coextra_slot_get's inline fast path) -----------
