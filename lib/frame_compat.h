@@ -57,16 +57,15 @@ PyInterpreterState *const *coextra_fc_interp_list_head(void);
 #endif
 static inline PyCodeObject *coextra_fc_code(coextra_raw_frame *frame) {
     PyObject *co = *(PyObject *const *)((const char *)frame + COEXTRA_FC_CODE_OFFSET);
-#if PY_VERSION_HEX >= 0x030D0000
-    /* f_executable is typed PyObject*: check rather than trust the comment */
-    return (co != NULL && PyCode_Check(co)) ? (PyCodeObject *)co : NULL;
-#else
-    /* f_code: a strong reference to the frame's code object, always set
-     * (telling the compiler lets callers drop their NULL tests) */
+    /* A frame handed to an eval-frame function always holds a strong
+     * reference to its code object: f_code 3.9-3.12; 3.13's f_executable is
+     * None only in the evaluator's own C-stack entry frame, which no
+     * eval-frame function receives (CPython's _PyFrame_GetCode only asserts
+     * PyCode_Check on it).  Telling the compiler lets callers drop their NULL
+     * tests. */
     if (co == NULL)
         __builtin_unreachable();
     return (PyCodeObject *)co;
-#endif
 }
 /* The function object; NULL on 3.9/3.10 (frames have none) and where the
  * frame's funcobj is not a function. */
