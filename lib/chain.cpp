@@ -386,7 +386,7 @@ PyObject *fast_single(PyThreadState *tstate, coextra_raw_frame *raw, int throwfl
 // marked code): most frames go straight to the evaluator by a tail call.
 PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
     PyCodeObject *code = coextra_fc_code(raw);
-    if (code == nullptr || !code_holds(rt, code, rt->fast_only))
+    if (!code_holds(rt, code, rt->fast_only))
         return rt->tail(tstate, raw, throwflag);
     return run_single(tstate, raw, throwflag, rt, rt->fast_hook);
 }
@@ -411,7 +411,7 @@ PyObject *fast_filtered(PyThreadState *tstate, coextra_raw_frame *raw, int throw
     std::size_t j = 0;
     for (; j < c->n; j++) {
         const HookRec *h = c->hooks[j];
-        if (h->only.generation == 0 || (code != nullptr && code_holds(rt, code, h->only)))
+        if (h->only.generation == 0 || code_holds(rt, code, h->only))
             break;
     }
     if (j == c->n)

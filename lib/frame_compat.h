@@ -39,8 +39,9 @@ PyInterpreterState *const *coextra_fc_interp_list_head(void);
 
 /* --- frame view (all borrowed, never fail, never set an exception) ------ */
 /* Where the frame keeps its code object: f_code (3.9–3.12), f_executable
- * (3.13; "code object or None", None only for shim frames that never reach an
- * eval-frame function).  The dispatcher reads it for every frame an `only`
+ * (3.13; "code object or None", None only in the evaluator's own C-stack
+ * entry frame, which no eval-frame function receives).  A frame handed to an
+ * eval-frame function holds a strong reference to its code object.  The dispatcher reads it for every frame an `only`
  * hook meets, so the offset is a constant here rather than a load; these are
  * CPython's frozen frame layouts, and frame_compat.c checks each one with a
  * static assertion against the real struct (the internal headers are only
@@ -57,12 +58,9 @@ PyInterpreterState *const *coextra_fc_interp_list_head(void);
 #endif
 static inline PyCodeObject *coextra_fc_code(coextra_raw_frame *frame) {
     PyObject *co = *(PyObject *const *)((const char *)frame + COEXTRA_FC_CODE_OFFSET);
-    /* A frame handed to an eval-frame function always holds a strong
-     * reference to its code object: f_code 3.9-3.12; 3.13's f_executable is
-     * None only in the evaluator's own C-stack entry frame, which no
-     * eval-frame function receives (CPython's _PyFrame_GetCode only asserts
-     * PyCode_Check on it).  Telling the compiler lets callers drop their NULL
-     * tests. */
+    /* Never NULL, and a code object on 3.13 too: CPython's own
+     * _PyFrame_GetCode only asserts PyCode_Check on f_executable.  Telling
+     * the compiler lets callers drop NULL tests. */
     if (co == NULL)
         __builtin_unreachable();
     return (PyCodeObject *)co;

@@ -192,23 +192,23 @@ constexpr int kEntries = 16;
 extern InterpEntry g_entries[kEntries];
 Runtime *runtime_scan(PyInterpreterState *interp) noexcept; // entries 1.., then the interp dict
 
-// The runtime of `interp` if it is the first interpreter's (entry 0), else
-// nullptr: the dispatcher's one compare, with no call.
-inline Runtime *runtime_of_first(PyInterpreterState *interp) noexcept {
-    if (g_entries[0].interp.load(std::memory_order_acquire) == interp)
-        return g_entries[0].rt.load(std::memory_order_acquire);
-    return nullptr;
-}
-
-// The dispatcher's read of entry 0: its runtime when `interp` is its
-// interpreter, else nullptr.  Never the NULL of a half-published entry (the
-// interp is published after rt and withdrawn before it: runtime.cpp
-// register_entry), so a match needs no second test.
+// The one read of entry 0: true, with its runtime in *rt, when `interp` is
+// its interpreter.  A match never sees the NULL of a half-published entry
+// (the interp is published after rt and withdrawn before it: runtime.cpp
+// register_entry), so the dispatcher needs no second test.
 inline bool dispatch_first(PyInterpreterState *interp, Runtime **rt) noexcept {
     if (g_entries[0].interp.load(std::memory_order_acquire) != interp)
         return false;
     *rt = g_entries[0].rt.load(std::memory_order_relaxed);
     return true;
+}
+
+// The runtime of `interp` if it is the first interpreter's (entry 0), else
+// nullptr.
+inline Runtime *runtime_of_first(PyInterpreterState *interp) noexcept {
+    Runtime *rt = nullptr;
+    dispatch_first(interp, &rt);
+    return rt;
 }
 
 // The runtime of `interp` or nullptr (no error set).
