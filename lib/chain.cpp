@@ -53,6 +53,7 @@ void refresh_fast(Runtime *rt) noexcept {
                     !rt->tail_handed_back && rt->tail != nullptr && rt->tail_raw == nullptr;
     rt->fast_hook = ok ? rt->chain->hooks[0] : nullptr;
     rt->fast_only = ok ? rt->fast_hook->only : coextra_slot{0, 0};
+    rt->fast_only_bit = ok ? rt->fast_hook->only_bit : 0;
     rt->fast_path = ok ? pick_fast_path(rt->chain) : &dispatch_general_rt;
 }
 
@@ -195,9 +196,11 @@ inline PyObject *call_tail(coextra_frame *f, int throwflag) {
     return r;
 }
 
-// Whether `code` holds a value in `slot` (the `only` filter).
-inline bool code_holds(const Runtime *rt, PyCodeObject *code, coextra_slot slot) noexcept {
-    return block_value(rt, reinterpret_cast<PyObject *>(code), slot) != nullptr;
+// Whether `code` holds a value in `slot` (the `only` filter); bit is
+// present_bit of the slot's index (HookRec::only_bit).
+inline bool code_holds(const Runtime *rt, PyCodeObject *code, coextra_slot slot, uint32_t bit) noexcept {
+    const Block *b = get_block(rt, reinterpret_cast<PyObject *>(code));
+    return block_may_hold(b, bit) && entry_holds(b, slot);
 }
 
 // Whether hook h takes frames of this code.  Hooks removed or deactivated
@@ -210,7 +213,7 @@ inline bool takes(const Runtime *rt, const HookRec *h, coextra_raw_frame *raw, P
         return true;
     if (*code == nullptr)
         *code = coextra_fc_code(raw);
-    return code_holds(rt, *code, h->only);
+    return code_holds(rt, *code, h->only, h->only_bit);
 }
 
 // The dispatcher's first hop: the first hook of the snapshot that takes this
@@ -373,22 +376,26 @@ inline PyObject *run_single_inline(PyThreadState *tstate, coextra_raw_frame *raw
     return r;
 }
 
-[[gnu::noinline]] PyObject *run_single(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt,
-                                       const HookRec *h) {
-    return run_single_inline(tstate, raw, throwflag, rt, h);
-}
-
 PyObject *fast_single(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
     return run_single_inline(tstate, raw, throwflag, rt, rt->fast_hook);
 }
 
 // One hook with an `only` filter (a debugger with breakpoints, a JIT for
 // marked code): most frames go straight to the evaluator by a tail call.
-PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
-    PyCodeObject *code = coextra_fc_code(raw);
-    if (!code_holds(rt, code, rt->fast_only))
+// The presence bit is tested here; the entry, which few frames reach, out of
+// line (so that the skip path loads nothing it does not test).
+[[gnu::noinline]] PyObject *run_single_if_held(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag,
+                                               Runtime *rt, const Block *b) {
+    if (!entry_holds(b, rt->fast_only))
         return rt->tail(tstate, raw, throwflag);
-    return run_single(tstate, raw, throwflag, rt, rt->fast_hook);
+    return run_single_inline(tstate, raw, throwflag, rt, rt->fast_hook);
+}
+
+PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
+    const Block *b = get_block(rt, reinterpret_cast<PyObject *>(coextra_fc_code(raw)));
+    if (!block_may_hold(b, rt->fast_only_bit))
+        return rt->tail(tstate, raw, throwflag);
+    return run_single_if_held(tstate, raw, throwflag, rt, b);
 }
 
 // Several hooks, the outermost without a filter: run_frame from hook 0,
@@ -411,7 +418,7 @@ PyObject *fast_filtered(PyThreadState *tstate, coextra_raw_frame *raw, int throw
     std::size_t j = 0;
     for (; j < c->n; j++) {
         const HookRec *h = c->hooks[j];
-        if (h->only.generation == 0 || code_holds(rt, code, h->only))
+        if (h->only.generation == 0 || code_holds(rt, code, h->only, h->only_bit))
             break;
     }
     if (j == c->n)
@@ -509,6 +516,7 @@ int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out)
         h->eval = def->eval;
         h->ctx = def->ctx;
         h->only = def->only;
+        h->only_bit = present_bit(def->only.index - 1u);
         h->flags = flags;
         h->sync_plain();
         rt->hook_names.emplace(std::move(name), h->id);

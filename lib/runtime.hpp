@@ -87,10 +87,31 @@ struct Block {
     Block *prev;
     Block *next;
     uint32_t n_values;
-    uint32_t reserved;
+    // A conservative summary of which entries hold a value: bit min(i, 31)
+    // is set while entries[i] does (bit 31 is sticky: it stands for every
+    // index from 31 on).  A clear bit proves the entry empty with one load;
+    // a set bit proves nothing about generations (the `only` filter then
+    // reads the entry).  Kept by set_entry / empty_entry, the only writers.
+    uint32_t present;
     static constexpr uint32_t kInline = 2;
     coextra_block_entry inline_entries[kInline];
 };
+
+// The bit of Block::present for entry index i (0-based).
+constexpr uint32_t present_bit(uint32_t i) noexcept { return 1u << (i < 31u ? i : 31u); }
+
+inline void set_entry(Block *b, uint32_t i, void *value, uint32_t generation) noexcept {
+    b->pub.entries[i].value = value;
+    b->pub.entries[i].generation = generation;
+    b->present |= present_bit(i);
+}
+
+inline void empty_entry(Block *b, uint32_t i) noexcept {
+    b->pub.entries[i].value = nullptr;
+    b->pub.entries[i].generation = 0;
+    if (i < 31u)
+        b->present &= ~present_bit(i);
+}
 
 struct HookRec {
     std::size_t refs = 1; // runtime table + one per chain snapshot holding it
@@ -101,6 +122,7 @@ struct HookRec {
     coextra_eval_fn eval = nullptr;
     void *ctx = nullptr;
     coextra_slot only{0, 0};
+    uint32_t only_bit = 0; // present_bit(only.index - 1): Block::present's bit for the filter
     uint32_t flags = 0;
     bool active = true;
     bool removed = false;
@@ -151,8 +173,9 @@ struct Runtime {
     FastPath fast_path = &dispatch_general_rt;
     const HookRec *fast_hook = nullptr; // chain->hooks[0] while fast_path is not the general one
     // fast_hook's `only`, read by the single filtered path without a load
-    // of fast_hook.
+    // of fast_hook, and its Block::present bit.
     coextra_slot fast_only{0, 0};
+    uint32_t fast_only_bit = 0;
 };
 
 // ---- the frozen-layout read (coextra_slot_get's inline fast path) -----------
@@ -177,6 +200,21 @@ inline void *block_value(const Runtime *rt, PyObject *code, coextra_slot slot) n
     if (b == nullptr || i >= b->pub.capacity || b->pub.entries[i].generation != slot.generation)
         return nullptr;
     return b->pub.entries[i].value;
+}
+
+// The `only` filter (whether a code object holds a value in `slot`) in two
+// steps.  First the block's presence bit (bit = present_bit(slot.index - 1)),
+// which answers "no" for most frames without reading the entry array:
+inline bool block_may_hold(const Block *b, uint32_t bit) noexcept {
+    return b != nullptr && (b->present & bit) != 0;
+}
+
+// then, past it, the entry itself (generations are process-unique, so a
+// stale or reused index never matches).
+inline bool entry_holds(const Block *b, coextra_slot slot) noexcept {
+    const uint32_t i = slot.index - 1u; // index 0 wraps and fails the bound check
+    return i < b->pub.capacity && b->pub.entries[i].generation == slot.generation &&
+           b->pub.entries[i].value != nullptr;
 }
 
 // ---- runtime.cpp ----------------------------------------------------------

@@ -163,8 +163,7 @@ void block_free_cb(void *p) {
         if (e.value == nullptr)
             continue;
         void *value = e.value;
-        e.value = nullptr;
-        e.generation = 0;
+        empty_entry(b, i);
         b->n_values--;
         SlotRec &rec = rt->slots[i];
         coextra_free_fn fn = rec.free_fn;
@@ -314,8 +313,7 @@ int slot_release(coextra_slot slot) {
             values.push_back(e.value); // within the reserved capacity
             b->n_values--;
         }
-        e.value = nullptr;
-        e.generation = 0;
+        empty_entry(b, i);
     }
     coextra_free_fn fn = rec->free_fn;
     void *ctx = rec->ctx;
@@ -347,8 +345,7 @@ int slot_clear(PyObject *code, coextra_slot slot) {
     if (b == nullptr || i >= b->pub.capacity || b->pub.entries[i].generation != slot.generation)
         return 0;
     void *old = b->pub.entries[i].value;
-    b->pub.entries[i].value = nullptr;
-    b->pub.entries[i].generation = 0;
+    empty_entry(b, i);
     if (old == nullptr)
         return 0;
     b->n_values--;
@@ -373,10 +370,9 @@ int slot_set(PyObject *code, coextra_slot slot, void *value) {
     Block *b = ensure_block(rt, code, slot.index);
     if (b == nullptr)
         return -1;
-    coextra_block_entry &e = b->pub.entries[slot.index - 1];
+    const coextra_block_entry &e = b->pub.entries[slot.index - 1];
     void *old = e.generation == slot.generation ? e.value : nullptr;
-    e.value = value;
-    e.generation = slot.generation;
+    set_entry(b, slot.index - 1, value, slot.generation);
     if (old == value)
         return 0; // storing the same pointer again frees nothing
     if (old == nullptr) {

@@ -134,6 +134,57 @@ class TestOnly(ChainTestCase):
         target()
         self.assertEqual(log, [])
 
+    def test_only_after_the_index_is_reused(self):
+        # The filter's first test is a per-block presence bit per slot index
+        # (Block::present); an index released and reserved again sets the same
+        # bit, which must not let the old filter through.
+        for extra in (False, True):  # the single filtered path, then the chain's
+            with self.subTest(another_filtered_hook=extra):
+                old = native.reserve_slot(uname("reuse-old"))
+                log, other_log = [], []
+                self.add_native("log", 500, log, only=old, name=uname("reuse-hook"))
+                if extra:
+                    keep = native.reserve_slot(uname("reuse-keep"))
+                    self.addCleanup(native.release_slot, keep)
+                    self.add_native("log", 600, other_log, only=keep, name=uname("reuse-other"))
+                native.mark(other.__code__, old)
+                other()
+                self.assertEqual([e[1] for e in native_events(log, "other")], ["enter", "exit"])
+                native.release_slot(old)
+                new = native.reserve_slot(uname("reuse-new"))
+                self.addCleanup(native.release_slot, new)
+                self.assertEqual(new[0], old[0], "the released index is reused")
+                native.mark(other.__code__, new)
+                log.clear()
+                self.assertEqual(other(), 7)
+                self.assertEqual(native_events(log, "other"), [])
+                self.assertEqual(other_log, [])
+
+    def test_only_on_slot_indices_past_the_presence_bits(self):
+        # Indices 32 and up share one sticky presence bit: the entry decides.
+        handles = [native.reserve_slot(uname("wide%d" % i)) for i in range(40)]
+        for h in handles:
+            self.addCleanup(native.release_slot, h)
+        self.assertGreaterEqual(max(h[0] for h in handles), 40)
+        hi, lo, hi2 = handles[-1], handles[0], handles[-2]
+        log = []
+        self.add_native("log", 500, log, only=hi)
+        native.mark(other.__code__, hi2)  # same presence bit, other slot
+        native.mark(inner.__code__, lo)
+        self.assertEqual((target(), other()), (42, 7))
+        self.assertEqual(log, [])
+        native.mark(other.__code__, hi)
+        self.assertEqual(other(), 7)
+        self.assertEqual([e[1] for e in native_events(log, "other")], ["enter", "exit"])
+        native.unmark(other.__code__, hi)  # the shared bit stays set (hi2); the entry says no
+        log.clear()
+        self.assertEqual(other(), 7)
+        self.assertEqual(log, [])
+        native.mark(other.__code__, hi)
+        native.unmark(other.__code__, hi2)  # must not clear the bit hi still needs
+        self.assertEqual(other(), 7)
+        self.assertEqual([e[1] for e in native_events(log, "other")], ["enter", "exit"])
+
     def test_only_released_or_wrong(self):
         slot = coextra.Slot(uname("only-rel"))
         slot.release()
