@@ -25,6 +25,12 @@ void hook_decref(HookRec *h) noexcept {
 
 // Out of line: the dispatcher only pays for the decrement (bench: per-frame cost).
 [[gnu::noinline]] void chain_free(Chain *c) noexcept {
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->rt->chains = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
     for (std::size_t i = 0; i < c->n; i++)
         hook_decref(c->hooks[i]);
     PyMem_RawFree(c);
@@ -42,6 +48,9 @@ inline void chain_decref(Chain *c) noexcept {
 void apply_install_state(Runtime *rt) noexcept;
 
 FastPath pick_fast_path(const Chain *c) noexcept;
+void fill_hops(Chain *c) noexcept;
+void sync_hops(Runtime *rt, const HookRec *h) noexcept;
+void sync_direct(Runtime *rt) noexcept;
 
 // The dispatcher's fast paths are open only while we are installed over
 // CPython's own evaluator with a current tail, and no loop-guard mark is
@@ -51,9 +60,11 @@ FastPath pick_fast_path(const Chain *c) noexcept;
 void refresh_fast(Runtime *rt) noexcept {
     const bool ok = rt->chain != nullptr && rt->installed && !rt->tail_is_foreign &&
                     !rt->tail_handed_back && rt->tail != nullptr && rt->tail_raw == nullptr;
-    rt->fast_hook = ok ? rt->chain->hooks[0] : nullptr;
-    rt->fast_only = ok ? rt->fast_hook->only : coextra_slot{0, 0};
-    rt->fast_only_bit = ok ? rt->fast_hook->only_bit : 0;
+    const HookRec *h = ok ? rt->chain->hooks[0] : nullptr;
+    rt->fast_eval = ok ? h->eval : nullptr;
+    rt->fast_ctx = ok ? h->ctx : nullptr;
+    rt->fast_only = ok ? h->only : coextra_slot{0, 0};
+    rt->fast_only_bit = ok ? h->only_bit : 0;
     rt->fast_path = ok ? pick_fast_path(rt->chain) : &dispatch_general_rt;
 }
 
@@ -81,6 +92,7 @@ void apply_install_state(Runtime *rt) noexcept {
         rt->tail_handed_back = false;
         rt->tail_is_foreign = rt->tail != coextra_fc_default_eval();
         rt->direct_tail = rt->tail_is_foreign ? nullptr : reinterpret_cast<coextra_evaluator_fn>(rt->tail);
+        sync_direct(rt);
         rt->installed = true;
     } else if (!want && rt->installed) {
         if (ours) {
@@ -109,13 +121,17 @@ int rebuild_chain(Runtime *rt) {
             n++;
     Chain *c = nullptr;
     if (n > 0) {
-        c = static_cast<Chain *>(PyMem_RawMalloc(sizeof(Chain) + (n - 1) * sizeof(HookRec *)));
+        const std::size_t hooks_end = offsetof(Chain, hooks) + n * sizeof(HookRec *);
+        static_assert(alignof(coextra_hop) == alignof(HookRec *), "hops follow the hook pointers");
+        c = static_cast<Chain *>(PyMem_RawMalloc(hooks_end + (n + 1) * sizeof(coextra_hop)));
         if (c == nullptr) {
             PyErr_NoMemory();
             return -1;
         }
         c->refs = 1;
         c->n = 0;
+        c->rt = rt;
+        c->hops = reinterpret_cast<coextra_hop *>(reinterpret_cast<char *>(c) + hooks_end);
         for (auto &kv : rt->hooks) {
             HookRec *h = kv.second;
             if (h->active && !h->removed) {
@@ -126,6 +142,12 @@ int rebuild_chain(Runtime *rt) {
         std::sort(c->hooks, c->hooks + c->n, [](const HookRec *a, const HookRec *b) {
             return a->priority != b->priority ? a->priority < b->priority : a->seq < b->seq;
         });
+        fill_hops(c); // the last `direct` again by apply_install below if the tail changes
+        c->prev = nullptr;
+        c->next = rt->chains;
+        if (rt->chains)
+            rt->chains->prev = c;
+        rt->chains = c;
     }
     Chain *old = rt->chain;
     rt->chain = c;
@@ -152,13 +174,6 @@ inline PyCodeObject *code_of(coextra_frame *f) noexcept {
     if (f->code == nullptr)
         f->code = coextra_fc_code(raw_of(f));
     return f->code;
-}
-
-// What the hook at position j of c may hand the frame to directly (the head's
-// `direct`, used by the inline coextra_eval_next): CPython's evaluator when
-// that hook is the snapshot's last and nothing foreign lies below us.
-inline coextra_evaluator_fn direct_after(const Runtime *rt, const Chain *c, std::size_t j) noexcept {
-    return j + 1 == c->n ? rt->direct_tail : nullptr;
 }
 
 inline void mark_consumed(coextra_frame *f) noexcept {
@@ -226,65 +241,64 @@ inline std::size_t first_taker(const Runtime *rt, const Chain *c, coextra_raw_fr
     return c->n;
 }
 
-// The walk of coextra_eval_next from hook j on, once the next hook is not
-// plain (it has `only`, or was removed or paused since the frame entered):
-// the full test, which may read the code object, out of run_chain's way.
-[[gnu::noinline]] std::size_t next_taker_only(coextra_frame *f, std::size_t j) noexcept {
-    for (; j < f->chain->n; j++)
-        if (takes(f->rt, f->chain->hooks[j], raw_of(f), &f->code))
-            return j;
-    return f->chain->n;
+// ---- hops: the steps of a snapshot (coextra_hop, read by the inline
+// coextra_eval_next and by api::eval_next).  hops[j] is hook j's own function
+// while it takes every frame; the runtime functions below stand in for a hook
+// that filters, that was removed or paused since (in-flight frames of older
+// snapshots must not call it: its owner may already have released what ctx
+// points to), and for the end of the snapshot.  Each is called as the hook
+// would be, with head.next already past it and head.direct set from its hop,
+// and so continues exactly as that hook's coextra_eval_next would.
+
+// A hook removed or paused since the snapshot was made: on to the next step.
+PyObject *skip_hop(coextra_frame *f, int throwflag, void *) { return api::eval_next(f, throwflag); }
+
+// A hook with `only`: its function for frames of code holding a value in the
+// slot, else on to the next step.
+PyObject *filter_hop(coextra_frame *f, int throwflag, void *ctx) {
+    const HookRec *h = static_cast<const HookRec *>(ctx);
+    if (code_holds(f->rt, code_of(f), h->only, h->only_bit))
+        return h->eval(f, throwflag, h->ctx);
+    return api::eval_next(f, throwflag);
 }
 
-// Hook j of the frame's snapshot runs it (j > f->pos); the position and
-// `direct` are put back when it returns, in case it did not finish the frame.
-inline PyObject *call_hook_at(coextra_frame *f, std::size_t j, int throwflag) {
-    const std::size_t here = f->pos;
-    const HookRec *h = f->chain->hooks[j];
-    f->pos = j;
-    f->head.direct = direct_after(f->rt, f->chain, j);
-    PyObject *r = h->eval(f, throwflag, h->ctx);
-    f->head.direct = nullptr;
-    f->pos = here;
-    return r;
+// After the last hook, when its `direct` is not set (a foreign tail).
+PyObject *tail_hop(coextra_frame *f, int throwflag, void *) { return call_tail(f, throwflag); }
+
+// What hops[j] runs for hook h now.
+inline void set_hop_eval(coextra_hop *hop, const HookRec *h) noexcept {
+    if (!h->active || h->removed) {
+        hop->eval = &skip_hop;
+        hop->ctx = nullptr;
+    } else if (h->only.generation != 0) {
+        hop->eval = &filter_hop;
+        hop->ctx = const_cast<HookRec *>(h);
+    } else {
+        hop->eval = h->eval;
+        hop->ctx = h->ctx;
+    }
 }
 
-// The tail consumes the frame: from here on every use of f that reads pos
-// (eval_next, frame_return) fails on f->consumed, so pos needs no restoring.
-[[gnu::noinline]] PyObject *run_tail(coextra_frame *f, int throwflag) {
-    f->pos = f->chain->n;
-    return call_tail(f, throwflag);
+void fill_hops(Chain *c) noexcept {
+    for (std::size_t j = 0; j < c->n; j++) {
+        set_hop_eval(&c->hops[j], c->hooks[j]);
+        c->hops[j].direct = j + 1 == c->n ? c->rt->direct_tail : nullptr;
+    }
+    c->hops[c->n] = coextra_hop{&tail_hop, nullptr, nullptr};
 }
 
-// coextra_eval_next from hook j on, when hook j is not plain.
-[[gnu::noinline]] PyObject *run_chain_only(coextra_frame *f, std::size_t j, int throwflag) {
-    j = next_taker_only(f, j);
-    if (j >= f->chain->n)
-        return run_tail(f, throwflag);
-    return call_hook_at(f, j, throwflag);
+// After h was removed, paused or resumed: its steps in every live snapshot.
+void sync_hops(Runtime *rt, const HookRec *h) noexcept {
+    for (Chain *c = rt->chains; c != nullptr; c = c->next)
+        for (std::size_t j = 0; j < c->n; j++)
+            if (c->hooks[j] == h)
+                set_hop_eval(&c->hops[j], h);
 }
 
-// The body of coextra_eval_next past its checks: run the frame from the hook
-// after f->pos.  Its only calls are the next hook or tail calls, so that a
-// hop saves two registers.
-inline PyObject *run_chain(coextra_frame *f, int throwflag) {
-    const Chain *c = f->chain;
-    const std::size_t j = f->pos + 1;
-    if (j >= c->n)
-        return run_tail(f, throwflag);
-    const HookRec *h = c->hooks[j];
-    if (!h->plain) // removed or paused since this frame entered, or filtered
-        return run_chain_only(f, j, throwflag);
-    // call_hook_at for j == pos + 1, keeping only f across the call: when
-    // hook j returns without the frame consumed, pos is j again (every hop
-    // below it put its own position back), so the caller's is pos - 1; once
-    // consumed, pos is never read again.
-    f->pos = j;
-    f->head.direct = direct_after(f->rt, c, j);
-    PyObject *r = h->eval(f, throwflag, h->ctx);
-    f->head.direct = nullptr;
-    f->pos -= 1;
-    return r;
+// After rt->direct_tail changed: the last hook's `direct` in every live snapshot.
+void sync_direct(Runtime *rt) noexcept {
+    for (Chain *c = rt->chains; c != nullptr; c = c->next)
+        c->hops[c->n - 1].direct = rt->direct_tail;
 }
 
 // After the outermost hook returned: finish the frame if it neither
@@ -303,13 +317,16 @@ inline PyObject *finish_frame(coextra_frame *f, PyObject *r) {
 inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag,
                            PyCodeObject *code, std::size_t j) {
     c->refs++;
-    coextra_frame f{{tstate, raw, nullptr, 0, 0}, c, code, j, rt};
+    coextra_frame f{{tstate, raw, nullptr, 0, 0, nullptr}, c, code, rt};
     PyObject *r;
     if (j >= c->n) {
         r = call_tail(&f, throwflag);
     } else {
+        // Hook j takes the frame (its filter was tested): its own function,
+        // not its hop.
         const HookRec *h = c->hooks[j];
-        f.head.direct = direct_after(rt, c, j);
+        f.head.direct = c->hops[j].direct;
+        f.head.next = c->hops + j + 1;
         r = h->eval(&f, throwflag, h->ctx);
     }
     return finish_frame(&f, r);
@@ -339,7 +356,7 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
         // between it and us forever), or gone.
         if (rt->tail == nullptr || rt->tail_handed_back)
             return coextra_fc_default_eval()(tstate, raw, throwflag);
-        coextra_frame idle{{tstate, raw, nullptr, 0, 0}, nullptr, nullptr, 0, rt};
+        coextra_frame idle{{tstate, raw, nullptr, 0, 0, nullptr}, nullptr, nullptr, rt};
         return call_tail(&idle, throwflag);
     }
     PyCodeObject *code = nullptr;
@@ -367,17 +384,16 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
 // at the chain), so a hook may remove itself or change the chain and the old
 // snapshot may go at once.
 // (CPython's three arguments first, in the registers they arrive in.)
-inline PyObject *run_single_inline(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt,
-                                   const HookRec *h) {
-    coextra_frame f{{tstate, raw, reinterpret_cast<coextra_evaluator_fn>(rt->tail), 0, 0}, nullptr, nullptr, 0, rt};
-    PyObject *r = h->eval(&f, throwflag, h->ctx);
-    if (!f.head.consumed)
-        r = api::frame_return(&f, r); // see finish_frame
+inline PyObject *run_single_inline(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
+    coextra_frame f{{tstate, raw, reinterpret_cast<coextra_evaluator_fn>(rt->tail), 0, 0, nullptr}, nullptr, nullptr, rt};
+    PyObject *r = rt->fast_eval(&f, throwflag, rt->fast_ctx);
+    if (!f.head.consumed) [[unlikely]]
+        return api::frame_return(&f, r); // see finish_frame
     return r;
 }
 
 PyObject *fast_single(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
-    return run_single_inline(tstate, raw, throwflag, rt, rt->fast_hook);
+    return run_single_inline(tstate, raw, throwflag, rt);
 }
 
 // One hook with an `only` filter (a debugger with breakpoints, a JIT for
@@ -388,7 +404,7 @@ PyObject *fast_single(PyThreadState *tstate, coextra_raw_frame *raw, int throwfl
                                                Runtime *rt, const Block *b) {
     if (!entry_holds(b, rt->fast_only))
         return rt->tail(tstate, raw, throwflag);
-    return run_single_inline(tstate, raw, throwflag, rt, rt->fast_hook);
+    return run_single_inline(tstate, raw, throwflag, rt);
 }
 
 PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
@@ -399,13 +415,13 @@ PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, in
 }
 
 // Several hooks, the outermost without a filter: run_frame from hook 0,
-// which is not the last (no `direct`).
+// which is not the last (no `direct`).  Its hop is its own function (the
+// snapshot is current, so the hook is active).
 PyObject *fast_chain(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
     Chain *c = rt->chain;
     c->refs++;
-    coextra_frame f{{tstate, raw, nullptr, 0, 0}, c, nullptr, 0, rt};
-    const HookRec *h = c->hooks[0];
-    return finish_frame(&f, h->eval(&f, throwflag, h->ctx));
+    coextra_frame f{{tstate, raw, nullptr, 0, 0, c->hops + 1}, c, nullptr, rt};
+    return finish_frame(&f, c->hops[0].eval(&f, throwflag, c->hops[0].ctx));
 }
 
 // Several hooks, the outermost with a filter: the first hook of the snapshot
@@ -459,7 +475,7 @@ bool dispatcher_displaced(Runtime *rt) noexcept {
 void runtime_close_hooks(Runtime *rt) noexcept {
     for (auto &kv : rt->hooks) {
         kv.second->removed = true;
-        kv.second->sync_plain();
+        sync_hops(rt, kv.second);
         hook_decref(kv.second);
     }
     rt->hooks.clear();
@@ -468,6 +484,11 @@ void runtime_close_hooks(Runtime *rt) noexcept {
     rt->chain = nullptr;
     chain_decref(old);
     apply_install(rt);
+}
+
+[[gnu::noinline, gnu::cold]] static PyObject *eval_next_nowhere() {
+    PyErr_SetString(PyExc_SystemError, "coextra_eval_next: no hook or evaluator follows this frame's hook");
+    return nullptr;
 }
 
 [[gnu::noinline, gnu::cold]] static PyObject *eval_next_consumed() {
@@ -518,7 +539,6 @@ int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out)
         h->only = def->only;
         h->only_bit = present_bit(def->only.index - 1u);
         h->flags = flags;
-        h->sync_plain();
         rt->hook_names.emplace(std::move(name), h->id);
         named = true;
         rt->hooks.emplace(h->id, h);
@@ -550,10 +570,10 @@ int hook_remove(coextra_hook *hook) {
     if (h == nullptr)
         return -1;
     h->removed = true;
-    h->sync_plain();
+    sync_hops(rt, h);
     if (rebuild_chain(rt) < 0) {
         h->removed = false;
-        h->sync_plain();
+        sync_hops(rt, h);
         return -1;
     }
     rt->hooks.erase(h->id);
@@ -572,14 +592,14 @@ int hook_set_active(coextra_hook *hook, int active) {
         return -1;
     const bool was = h->active;
     h->active = active != 0;
-    h->sync_plain();
+    sync_hops(rt, h);
     if (was == h->active) {
         apply_install(rt); // also re-checks for displacement
         return 0;
     }
     if (rebuild_chain(rt) < 0) {
         h->active = was;
-        h->sync_plain();
+        sync_hops(rt, h);
         return -1;
     }
     return 0;
@@ -597,13 +617,22 @@ PyObject *eval_next(coextra_frame *f, int throwflag) {
     if (f->head.consumed)
         return eval_next_consumed();
     // What the inline coextra_eval_next does, for callers through the table
-    // (the Python face, consumers built against ABI 1.0).  A frame of
-    // run_single has no pinned chain and always has `direct` until consumed.
+    // (the Python face, consumers built against ABI 1.0/1.1, the runtime's
+    // own hops).  A frame of run_single has no snapshot and always has
+    // `direct` until consumed; every other frame has `next`.
     if (coextra_evaluator_fn direct = f->head.direct) {
         mark_consumed(f);
         return direct(f->head.tstate, f->head.raw, throwflag);
     }
-    return run_chain(f, throwflag);
+    const coextra_hop *hop = f->head.next;
+    if (hop == nullptr)
+        return eval_next_nowhere();
+    f->head.next = hop + 1;
+    f->head.direct = hop->direct;
+    PyObject *r = hop->eval(f, throwflag, hop->ctx);
+    f->head.direct = nullptr;
+    f->head.next = hop;
+    return r;
 }
 
 PyCodeObject *frame_code(coextra_frame *f) noexcept { return code_of(f); }

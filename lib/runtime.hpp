@@ -125,20 +125,24 @@ struct HookRec {
     uint32_t only_bit = 0; // present_bit(only.index - 1): Block::present's bit for the filter
     uint32_t flags = 0;
     bool active = true;
-    bool removed = false;
-    // active, not removed and without an `only` filter: a hop's one test
-    // (chain.cpp run_chain).  sync_plain() after any change of the three.
-    bool plain = false;
-    void sync_plain() noexcept { plain = active && !removed && only.generation == 0; }
+    bool removed = false; // chain.cpp sync_hops() after any change of these two
 };
 
-// An immutable snapshot of the active hooks, outermost first.  The dispatcher
-// pins the snapshot it entered with (refs) so that hooks can change the chain
-// (even remove themselves) while frames are in flight: those frames finish
-// through the snapshot they entered, minus hooks removed or deactivated since.
+// A snapshot of the active hooks, outermost first, and the steps the inline
+// coextra_eval_next takes through it (hops[j] runs hooks[j]; hops[n] ends at
+// the evaluator).  The hook list never changes; the dispatcher pins the
+// snapshot it entered with (refs) so that hooks can change the chain (even
+// remove themselves) while frames are in flight: those frames finish through
+// the snapshot they entered, minus hooks removed or deactivated since, whose
+// hops the runtime rewrites into skips in every live snapshot (chain.cpp
+// sync_hops), as it rewrites the last `direct` when the tail changes.
 struct Chain {
     std::size_t refs;
     std::size_t n;
+    Runtime *rt;
+    Chain *prev; // the runtime's live snapshots (Runtime::chains)
+    Chain *next;
+    coextra_hop *hops; // n + 1 entries, in the same allocation after hooks
     HookRec *hooks[1]; // n entries (allocated with the right size)
 };
 
@@ -160,6 +164,7 @@ struct Runtime {
     FlatMap<uint64_t, HookRec *> hooks;
     FlatMap<String, uint64_t> hook_names;
     Chain *chain = nullptr; // nullptr when no hook is active
+    Chain *chains = nullptr; // every live snapshot: chain and those pinned by frames in flight
     coextra_raw_eval_fn tail = nullptr; // what was installed before us
     coextra_evaluator_fn direct_tail = nullptr; // tail when it is CPython's evaluator, else nullptr
     bool installed = false;              // we put the dispatcher in and have not taken it out
@@ -171,9 +176,11 @@ struct Runtime {
     // else the general path, which sorts out idle, foreign and displaced
     // cases.
     FastPath fast_path = &dispatch_general_rt;
-    const HookRec *fast_hook = nullptr; // chain->hooks[0] while fast_path is not the general one
-    // fast_hook's `only`, read by the single filtered path without a load
-    // of fast_hook, and its Block::present bit.
+    // The outermost hook's eval, ctx, `only` and its Block::present bit
+    // while fast_path is not the general one, read by the single-hook paths
+    // without a load of the hook record.
+    coextra_eval_fn fast_eval = nullptr;
+    void *fast_ctx = nullptr;
     coextra_slot fast_only{0, 0};
     uint32_t fast_only_bit = 0;
 };
@@ -275,19 +282,21 @@ bool dispatcher_displaced(Runtime *rt) noexcept;
 // The frame view handed to hooks; lives on the dispatcher's C stack.  Its
 // head is public (coextra.h, read by the inline coextra_eval_next).
 struct coextra_frame {
-    coextra_frame_head head; // tstate, raw, direct, consumed
-    // chain, code and pos follow `consumed` so that the single-hook path
-    // zeroes all four with two 16-byte stores.
+    coextra_frame_head head; // tstate, raw, direct, consumed, next
+    // chain and code follow `next` so that the single-hook path zeroes
+    // consumed, next, chain and code with two 16-byte stores.
     coextra::Chain *chain;
     PyCodeObject *code;
-    std::size_t pos; // index in chain of the hook now running
     coextra::Runtime *rt;
 };
 static_assert(offsetof(coextra_frame, head) == 0, "the frame head is what coextra.h reads");
 static_assert(offsetof(coextra_frame_head, raw) == sizeof(void *) &&
                   offsetof(coextra_frame_head, direct) == 2 * sizeof(void *) &&
-                  offsetof(coextra_frame_head, consumed) == 3 * sizeof(void *),
-              "frame head layout is ABI");
+                  offsetof(coextra_frame_head, consumed) == 3 * sizeof(void *) &&
+                  offsetof(coextra_frame_head, next) == 4 * sizeof(void *),
+              "frame head layout is ABI (1.2 appended next)");
+static_assert(sizeof(coextra_hop) == 3 * sizeof(void *) && offsetof(coextra_hop, direct) == 2 * sizeof(void *),
+              "hop layout is ABI");
 
 inline coextra_raw_frame *raw_of(const coextra_frame *f) noexcept {
     return static_cast<coextra_raw_frame *>(f->head.raw);

@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define COEXTRA_ABI_MAJOR 1
-#define COEXTRA_ABI_MINOR 1
+#define COEXTRA_ABI_MINOR 2
 
 #define COEXTRA_MODULE_NAME "coextra._coextra"
 #define COEXTRA_CAPSULE_NAME "coextra._coextra._C_API"
@@ -125,19 +125,34 @@ typedef struct coextra_fast_entry {
  * 3.9/3.10, struct _PyInterpreterFrame* on 3.11+). */
 typedef PyObject *(*coextra_evaluator_fn)(PyThreadState *tstate, void *frame, int throwflag);
 
+/* One step of a chain snapshot (ABI 1.2), read by the inline
+ * coextra_eval_next: what runs next and the `direct` it gets.  `eval` is a
+ * hook's own function and ctx, or a runtime function (a hook removed or paused
+ * since the frame entered is skipped, a filtered hook tests its slot, the end
+ * of the snapshot calls the evaluator).  The runtime owns and rewrites these;
+ * consumers only read them. */
+typedef struct coextra_hop {
+    coextra_eval_fn eval;
+    void *ctx;
+    coextra_evaluator_fn direct; /* the head's `direct` while eval runs */
+} coextra_hop;
+
 /* The public head of the frame view a hook receives (ABI 1.1), read by the
  * inline coextra_eval_next.  `direct` is set by the runtime when what comes
  * after the running hook is CPython's evaluator itself (the hook is the last
  * of the chain and no foreign eval-frame function lies below coextra): then
- * delegating is one direct call, with no trip through the table.  Anything
- * else (more hooks, a foreign tail, a second call) goes through the table,
- * which checks it.  Hooks never write these fields. */
+ * delegating is one direct call, with no trip through the table.  `next`
+ * (ABI 1.2) is the step after the running hook when there are more hooks:
+ * delegating is then one direct call to the next hook.  A frame already
+ * finished (a second call) goes through the table, which fails it.  Hooks never write these fields (the inline
+ * coextra_eval_next does, and puts them back). */
 typedef struct coextra_frame_head {
     PyThreadState *tstate;
     void *raw;                   /* the frame CPython passed to the eval-frame function */
-    coextra_evaluator_fn direct; /* see above; NULL = take the table */
+    coextra_evaluator_fn direct; /* see above; NULL = no direct evaluator */
     int consumed;                /* evaluated, or finished by coextra_frame_return */
     int reserved_;
+    const coextra_hop *next;     /* ABI 1.2; never NULL while direct is NULL and consumed is 0 */
 } coextra_frame_head;
 
 /* CPython's per-code extra array (Include/internal/pycore_code.h,
@@ -340,14 +355,28 @@ static inline int coextra_hook_set_active(coextra_hook *hook, int active) {
  * on the frame it was given (coextra_import() has necessarily succeeded). */
 
 /* Continue down the chain (the next hook, else the evaluator). New reference.
- * When the evaluator comes next, this is a direct (tail) call to it. */
+ * When the evaluator comes next, this is a direct (tail) call to it; when a
+ * hook comes next, a direct call to that hook.  The head's fields are put
+ * back when the next hook returns, so that a hook that did not finish the
+ * frame can be delegated to again. */
 static inline PyObject *coextra_eval_next(coextra_frame *frame, int throwflag) {
     coextra_frame_head *head = (coextra_frame_head *)frame;
     coextra_evaluator_fn direct = head->direct;
+    const coextra_hop *hop;
     if (direct != NULL) {
         head->direct = NULL; /* a second call takes the table and fails there */
         head->consumed = 1;
         return direct(head->tstate, head->raw, throwflag);
+    }
+    if (!head->consumed) {
+        PyObject *r;
+        hop = head->next; /* never NULL here: see coextra_frame_head */
+        head->next = hop + 1;
+        head->direct = hop->direct;
+        r = hop->eval(frame, throwflag, hop->ctx);
+        head->direct = NULL;
+        head->next = hop;
+        return r;
     }
     return coextra_api_ptr_->eval_next(frame, throwflag);
 }

@@ -43,12 +43,30 @@ static PyObject *append_log(hook_ctx *c, const char *what, coextra_frame *f, int
     return Py_None;
 }
 
+/* set_table_delegation(on): every hook of this module delegates through the
+ * table (api->eval_next), as a consumer built against ABI 1.0/1.1 does,
+ * instead of the inline coextra_eval_next (direct evaluator, direct hops). */
+static int g_table_delegation = 0;
+
+static PyObject *next_of(coextra_frame *f, int throwflag) {
+    return g_table_delegation ? coextra_api_ptr_->eval_next(f, throwflag) : coextra_eval_next(f, throwflag);
+}
+
+static PyObject *set_table_delegation(PyObject *m, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    (void)m;
+    if (on < 0)
+        return NULL;
+    g_table_delegation = on;
+    Py_RETURN_NONE;
+}
+
 static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
     hook_ctx *c = (hook_ctx *)ctx_;
     PyObject *r, *r2;
     c->count++;
     if (c->code != NULL && (PyObject *)coextra_frame_code(f) != c->code)
-        return coextra_eval_next(f, throwflag);
+        return next_of(f, throwflag);
     switch (c->mode) {
     case MODE_LOG: {
         PyObject *et, *ev, *tb;
@@ -56,7 +74,7 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
         if (append_log(c, "enter", f, throwflag) == NULL)
             PyErr_Clear();
         PyErr_Restore(et, ev, tb);
-        r = coextra_eval_next(f, throwflag);
+        r = next_of(f, throwflag);
         PyErr_Fetch(&et, &ev, &tb);
         if (append_log(c, "exit", f, throwflag) == NULL)
             PyErr_Clear();
@@ -66,15 +84,15 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
     case MODE_MEMO:
         if ((PyObject *)coextra_frame_code(f) == c->arg)
             return coextra_frame_return(f, PyLong_FromLong(42));
-        return coextra_eval_next(f, throwflag);
+        return next_of(f, throwflag);
     case MODE_RETURN:
         Py_INCREF(Py_None);
         return coextra_frame_return(f, Py_None);
     case MODE_DOUBLE_NEXT:
-        r = coextra_eval_next(f, throwflag);
+        r = next_of(f, throwflag);
         if (r == NULL)
             return NULL;
-        r2 = coextra_eval_next(f, throwflag);
+        r2 = next_of(f, throwflag);
         if (r2 != NULL) {
             Py_DECREF(r);
             return r2; /* must not happen: the test checks the SystemError */
@@ -97,7 +115,7 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
                 PyErr_Clear();
             Py_XDECREF(t);
         }
-        return coextra_eval_next(f, throwflag);
+        return next_of(f, throwflag);
     }
     case MODE_RAISE:
         PyErr_SetString(PyExc_RuntimeError, "native raise");
@@ -108,12 +126,12 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
             if (coextra_hook_remove(c->handle) < 0)
                 return NULL;
         }
-        return coextra_eval_next(f, throwflag);
+        return next_of(f, throwflag);
     case MODE_KEEP_FRAME: {
         PyFrameObject *fo = coextra_frame_object(f);
         if (fo == NULL || PyList_Append(c->arg, (PyObject *)fo) < 0)
             PyErr_Clear();
-        return coextra_eval_next(f, throwflag);
+        return next_of(f, throwflag);
     }
     case MODE_FUNCTION: {
         PyObject *fn = coextra_frame_function(f);
@@ -121,17 +139,17 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
         if (t == NULL || PyList_Append(c->arg, t) < 0)
             PyErr_Clear();
         Py_XDECREF(t);
-        return coextra_eval_next(f, throwflag);
+        return next_of(f, throwflag);
     }
     case MODE_NEXT_TWICE:
-        r = coextra_eval_next(f, throwflag);
+        r = next_of(f, throwflag);
         if (r == NULL)
             PyErr_Clear();
         Py_XDECREF(r);
-        return coextra_eval_next(f, throwflag);
+        return next_of(f, throwflag);
     case MODE_PASS:
     default:
-        return coextra_eval_next(f, throwflag);
+        return next_of(f, throwflag);
     }
 }
 
@@ -322,6 +340,7 @@ static PyMethodDef methods[] = {
     {"set_active", set_active, METH_VARARGS, "set_active(handle, flag)"},
     {"count", count, METH_O, "count(handle) -> frames seen"},
     {"reserve_slot", reserve_slot, METH_VARARGS, "reserve_slot(name) -> (index, generation)"},
+    {"set_table_delegation", set_table_delegation, METH_O, "set_table_delegation(on): delegate as an ABI 1.1 consumer"},
     {"mark", mark, METH_VARARGS, "mark(code, slot): give code a value in slot"},
     {"unmark", unmark, METH_VARARGS, "unmark(code, slot)"},
     {"release_slot", release_slot, METH_O, "release_slot(slot)"},

@@ -355,10 +355,14 @@ class TestHopPositions(ChainTestCase):
         # outer not first (a hook in front), a hook between them that this
         # frame skips (an `only` filter on a slot target's code does not
         # hold: the walking hop), a hook below inner (inner not the last).
+        # Each also with every hook delegating through the table, as a
+        # consumer built against ABI 1.1 does (no inline hops).
         handle = native.reserve_slot(uname("hop-only"))
         self.addCleanup(native.release_slot, handle)
-        for above, between, below in itertools.product((False, True), repeat=3):
-            with self.subTest(above=above, between=between, below=below):
+        self.addCleanup(native.set_table_delegation, False)
+        for above, between, below, table in itertools.product((False, True), repeat=4):
+            with self.subTest(above=above, between=between, below=below, table=table):
+                native.set_table_delegation(table)
                 hooks = []
                 try:
                     if above:
