@@ -375,7 +375,11 @@ static inline PyObject *coextra_eval_next(coextra_frame *frame, int throwflag) {
         head->direct = hop->direct;
         r = hop->eval(frame, throwflag, hop->ctx);
         head->direct = NULL;
-        head->next = hop;
+        /* Back to hop: a hook that returns without finishing the frame left
+         * next where it found it (every step below it put its own back), and
+         * once the frame is finished next is never read.  (One instruction,
+         * and hop need not be kept across the call.) */
+        head->next -= 1;
         return r;
     }
     return coextra_api_ptr_->eval_next(frame, throwflag);
