@@ -33,7 +33,9 @@ void hook_decref(HookRec *h) noexcept {
         c->next->prev = c->prev;
     for (std::size_t i = 0; i < c->n; i++)
         hook_decref(c->hooks[i]);
+    Runtime *rt = c->rt;
     PyMem_RawFree(c);
+    runtime_decref(rt); // the snapshot's reference: see rebuild_chain
 }
 
 inline void chain_decref(Chain *c) noexcept {
@@ -143,6 +145,11 @@ int rebuild_chain(Runtime *rt) {
             return a->priority != b->priority ? a->priority < b->priority : a->seq < b->seq;
         });
         fill_hops(c); // the last `direct` again by apply_install below if the tail changes
+        // A snapshot pinned by a frame in flight may outlive the runtime's
+        // capsule (the interpreter dict cleared while frames run): it holds a
+        // reference, as blocks do, so that unlinking it and its hops' reads
+        // of f->rt stay valid.
+        rt->refs++;
         c->prev = nullptr;
         c->next = rt->chains;
         if (rt->chains)

@@ -147,7 +147,7 @@ struct Chain {
 };
 
 struct Runtime {
-    std::size_t refs = 1; // the published capsule + one per live block
+    std::size_t refs = 1; // the published capsule + one per live block and per live chain snapshot
     PyInterpreterState *interp = nullptr;
     bool closed = false;
     PyObject *released_error = nullptr; // coextra.ReleasedError of this interpreter
@@ -293,7 +293,7 @@ static_assert(offsetof(coextra_frame, head) == 0, "the frame head is what coextr
 static_assert(offsetof(coextra_frame_head, raw) == sizeof(void *) &&
                   offsetof(coextra_frame_head, direct) == 2 * sizeof(void *) &&
                   offsetof(coextra_frame_head, consumed) == 3 * sizeof(void *) &&
-                  offsetof(coextra_frame_head, next) == 4 * sizeof(void *),
+                  offsetof(coextra_frame_head, next) == offsetof(coextra_frame_head, reserved_) + sizeof(int),
               "frame head layout is ABI (1.2 appended next)");
 static_assert(sizeof(coextra_hop) == 3 * sizeof(void *) && offsetof(coextra_hop, direct) == 2 * sizeof(void *),
               "hop layout is ABI");

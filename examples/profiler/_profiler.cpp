@@ -80,7 +80,7 @@ struct Context {
     Context *previous;
     int64_t t0;
     int64_t subt; // ns spent in profiled callees
-    uint64_t epoch;
+    uint64_t epoch;        // g_epoch when the evaluation started
     Py_ssize_t caller_idx; // index in entry->callers, -1 = no profiled caller
     bool flushed;          // already accounted for by disable()
 };
@@ -98,7 +98,6 @@ struct Profiler {
     coextra_slot slot;
     coextra_hook *hook;
     Entry *entries;
-    uint64_t epoch; // bumped by enable/disable/clear: older contexts are not accounted
     unsigned long serial;
     bool enabled;
 };
@@ -108,8 +107,17 @@ struct Profiler {
 Profiler *g_enabled = nullptr;
 unsigned long g_serial = 0;
 
+// Bumped by every enable(), disable() and clear(): a context whose epoch is
+// still current belongs to the enabled Profile, which is alive (enable()
+// holds a reference), and nothing was flushed or cleared since it started.
+// Older contexts are not accounted, and their Profile is never touched: it
+// may be gone (a function that disables the profiler and drops the last
+// reference to it returns into our exit path).  This is what spares each
+// evaluation a reference on the Profile.
+uint64_t g_epoch = 1;
+
 inline bool valid(const Context *c, const Profiler *p) noexcept {
-    return c != nullptr && c->prof == p && c->epoch == p->epoch && !c->flushed;
+    return c != nullptr && c->prof == p && c->epoch == g_epoch && !c->flushed;
 }
 
 void no_free(void *, void *) noexcept {}
@@ -219,14 +227,13 @@ PyObject *prof_eval(coextra_frame *frame, int throwflag, void *ctx) {
     c.prof = p;
     c.entry = e;
     c.previous = t_current;
-    c.epoch = p->epoch;
+    c.epoch = g_epoch;
     c.subt = 0;
     c.flushed = false;
     c.caller_idx = valid(c.previous, p) ? caller_index(e, c.previous->entry) : -1;
     e->recursion++;
     if (c.caller_idx >= 0)
         e->callers[static_cast<std::size_t>(c.caller_idx)].recursion++;
-    Py_INCREF(p); // the Profile (and its entries) outlive this evaluation
     t_current = &c;
     c.t0 = now_ns();
 
@@ -234,9 +241,8 @@ PyObject *prof_eval(coextra_frame *frame, int throwflag, void *ctx) {
 
     const int64_t t1 = now_ns();
     t_current = c.previous;
-    if (c.epoch == p->epoch && !c.flushed)
+    if (c.epoch == g_epoch) // then p is alive and enabled: see g_epoch
         stop(&c, t1);
-    Py_DECREF(p);
     return r;
 }
 
@@ -270,7 +276,6 @@ PyObject *Profiler_new(PyTypeObject *type, PyObject *, PyObject *) {
     p->slot = coextra_slot{0, 0};
     p->hook = nullptr;
     p->entries = nullptr;
-    p->epoch = 1;
     p->serial = ++g_serial;
     p->enabled = false;
     return reinterpret_cast<PyObject *>(p);
@@ -294,7 +299,7 @@ PyObject *Profiler_enable(PyObject *self, PyObject *, PyObject *) {
         if (coextra_slot_reserve(name, no_free, nullptr, &p->slot) < 0)
             return nullptr;
     }
-    p->epoch++;
+    g_epoch++;
     reset_recursion(p);
     PyOS_snprintf(name, sizeof name, "coextra_profiler.%lu", p->serial);
     coextra_hook_def def{name, COEXTRA_PRIORITY_PROFILER, prof_eval, p, coextra_slot{0, 0}};
@@ -313,7 +318,7 @@ PyObject *Profiler_disable(PyObject *self, PyObject *) {
     if (!p->enabled)
         Py_RETURN_NONE;
     flush(p);
-    p->epoch++; // other threads' running evaluations are not accounted
+    g_epoch++; // other threads' running evaluations are not accounted
     p->enabled = false;
     if (g_enabled == p)
         g_enabled = nullptr;
@@ -333,7 +338,10 @@ PyObject *Profiler_disable(PyObject *self, PyObject *) {
 
 PyObject *Profiler_clear(PyObject *self, PyObject *) {
     Profiler *p = reinterpret_cast<Profiler *>(self);
-    p->epoch++; // running evaluations started before clear() are not accounted
+    if (g_enabled == p)
+        g_epoch++; // running evaluations started before clear() are not accounted
+    // (Only the enabled Profile has running evaluations that count: those
+    // of an earlier enable() went stale at its disable().)
     for (Entry *e = p->entries; e; e = e->next) {
         e->tt = e->it = 0;
         e->callcount = e->reccallcount = e->recursion = 0;
@@ -420,8 +428,9 @@ PyObject *Profiler_get_slot_name(PyObject *self, void *) {
 
 void Profiler_dealloc(PyObject *self) {
     Profiler *p = reinterpret_cast<Profiler *>(self);
-    // Never enabled here (enable() holds a reference) and never inside one of
-    // our own evaluations (each holds a reference too).
+    // Never enabled here (enable() holds a reference).  Evaluations it timed
+    // may still be running (disable() then del inside a profiled function):
+    // disable() bumped g_epoch, so their exits never touch it.
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     if (p->hook != nullptr && coextra_hook_remove(p->hook) < 0)

@@ -237,6 +237,53 @@ class TestActivation(ChainTestCase):
 
 
 class TestChangesFromInsideHooks(ChainTestCase):
+    def test_native_hook_paused_and_resumed_while_frame_in_flight_runs(self):
+        # The frame entered with the victim in its snapshot; pausing rewrites
+        # the victim's step into a skip in every live snapshot, resuming
+        # rewrites it back: the in-flight frame reaches it.  Inline hops and
+        # table delegation (ABI 1.1 consumers) alike.
+        self.addCleanup(native.set_table_delegation, False)
+        for table in (False, True):
+            with self.subTest(table=table):
+                native.set_table_delegation(table)
+                log = []
+                victim = native.add(uname("victim"), 1000, "log", log)
+                box = {}
+
+                def on_enter(code):
+                    if code is target.__code__ and "n" not in box:
+                        native.set_active(victim, 0)
+                        native.set_active(victim, 1)
+                        box["n"] = len(log)
+
+                h = coextra.add_hook(uname("toggler"), on_enter=on_enter, priority=100)
+                try:
+                    self.assertEqual(target(), 42)
+                finally:
+                    h.remove()
+                    native.remove(victim)
+                self.assertEqual([e[1] for e in native_events(log[box["n"]:], "target")], ["enter", "exit"])
+
+    def test_filtered_hook_paused_while_frame_in_flight_is_skipped(self):
+        slot = native.reserve_slot(uname("paused-only"))
+        self.addCleanup(native.release_slot, slot)
+        native.mark(target.__code__, slot)
+        log = []
+        victim = self.add_native("log", 1000, log, only=slot, name=uname("victim2"))
+        box = {}
+
+        def on_enter(code):
+            if code is target.__code__ and "n" not in box:
+                native.set_active(victim, 0)
+                box["n"] = len(log)
+
+        self.add_hook(on_enter=on_enter, priority=100)
+        self.assertEqual(target(), 42)
+        self.assertEqual(native_events(log[box["n"]:], "target"), [])
+        native.set_active(victim, 1)
+        self.assertEqual(target(), 42)
+        self.assertEqual([e[1] for e in native_events(log[box["n"]:], "target")], ["enter", "exit"])
+
     def test_python_hook_removes_itself(self):
         enters, exits = [], []
         box = {}

@@ -404,6 +404,52 @@ class ProfilerLifecycle(unittest.TestCase):
         self.assertIsNone(coextra_profiler.enabled_profiler())
         self.assertEqual(prof.stats[key_of(fib)][:2], (1, 5))
 
+    def test_profile_dropped_inside_its_own_evaluations(self):
+        # disable() and the last reference dropped inside profiled functions:
+        # the Profile is deallocated while evaluations it timed are running;
+        # their exits must not touch it (no per-evaluation reference keeps it).
+        holder = [Profile()]
+        refs = []
+
+        def dropper():
+            holder[0].disable()
+            refs.append(sys.getrefcount(holder[0]))  # the list's + the argument's: freed below
+            holder.clear()
+            gc.collect()
+            return fib(4)
+
+        def outer():
+            return [dropper() for _ in range(1)][0] + fib(3)
+
+        holder[0].enable()
+        self.assertEqual(outer(), 5)
+        self.assertEqual(refs, [2])
+        self.assertIsNone(coextra_profiler.enabled_profiler())
+        prof = Profile()  # a new one works, maybe at the same address
+        prof.runcall(fib, 3)
+        prof.create_stats()
+        self.assertEqual(prof.stats[key_of(fib)][:2], (1, 5))
+
+    def test_clear_of_another_profile_keeps_running_evaluations(self):
+        other = Profile()
+        other.runcall(fib, 2)
+        prof = Profile()
+
+        def clear_other():
+            other.clear()
+
+        def work():
+            fib(3)
+            clear_other()
+
+        prof.runcall(work)
+        prof.create_stats()
+        # work's own evaluation was running while the other Profile was
+        # cleared: it is still counted (only the enabled Profile's clear()
+        # drops running evaluations).
+        self.assertEqual(by_name(prof.stats, "work")[:2], (1, 1))
+        self.assertEqual(prof.stats[key_of(fib)][:2], (1, 5))
+
     def test_threads_have_their_own_stacks(self):
         def worker():
             fib(12)

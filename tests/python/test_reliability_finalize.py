@@ -147,6 +147,33 @@ class FinalizeCase(unittest.TestCase):
         ''', expect_rc=3)
         self.assertAllFreed(r, ["exit"])
 
+    def test_runtime_closed_while_frames_are_in_flight(self):
+        # The interpreter dict loses the runtime's capsule while a frame runs
+        # through a pinned chain snapshot (as when the dict is cleared at
+        # teardown): the snapshot holds its own reference on the runtime, so
+        # the frame finishes through it (ASan runs would report a write into
+        # a freed runtime otherwise).
+        for when in ("on_enter", "on_exit"):
+            with self.subTest(when=when):
+                r = self.run_script('''
+                    import ctypes
+                    api = ctypes.pythonapi
+                    api.PyInterpreterState_Get.restype = ctypes.c_void_p
+                    api.PyInterpreterState_GetDict.restype = ctypes.py_object
+                    api.PyInterpreterState_GetDict.argtypes = [ctypes.c_void_p]
+                    d = api.PyInterpreterState_GetDict(api.PyInterpreterState_Get())
+                    def target():
+                        return 1
+                    def close(code):
+                        if code is target.__code__:
+                            d.pop("coextra.runtime.abi" + str(coextra.ABI_VERSION[0]))
+                    coextra.add_hook("fin.close.a", priority=100, WHEN=close)
+                    coextra.add_hook("fin.close.b", priority=200, on_enter=id)
+                    assert target() == 1
+                    print("survived")
+                '''.replace("WHEN", when))
+                self.assertIn("survived", r["where"])
+
     def test_unhandled_exception_with_hooks_active(self):
         r = self.run_script('''
             s = coextra.Slot("fin.exc", on_free=on_free)
