@@ -76,8 +76,15 @@ std::string registry_problem(coextra::Runtime *r) {
     }
     if (n != r->n_blocks)
         err << "n_blocks " << r->n_blocks << " != listed " << n << "; ";
-    if (r->refs != 1 + r->n_blocks)
-        err << "runtime refs " << r->refs << " != 1 + blocks " << r->n_blocks << "; ";
+    // live chain snapshots: between operations only the current one (none pinned by a frame)
+    std::size_t n_chains = 0;
+    for (coextra::Chain *c = r->chains; c != nullptr; c = c->next) {
+        n_chains++;
+        if (c->rt != r || (c->next && c->next->prev != c) || c != r->chain)
+            err << "a live snapshot that is not the current chain, or broken links; ";
+    }
+    if (r->refs != 1 + r->n_blocks + n_chains)
+        err << "runtime refs " << r->refs << " != 1 + blocks " << r->n_blocks << " + chains " << n_chains << "; ";
     for (std::size_t i = 0; i < r->slots.size(); i++)
         if (r->slots[i].generation != 0 && r->slots[i].live != live[i])
             err << "slot " << i + 1 << " live " << r->slots[i].live << " != " << live[i] << "; ";
@@ -107,6 +114,16 @@ std::string registry_problem(coextra::Runtime *r) {
     if (r->chain != nullptr) {
         if (r->chain->n != active || r->chain->refs != 1)
             err << "chain n " << r->chain->n << " / refs " << r->chain->refs << " for " << active << " active; ";
+        // the steps of the current snapshot: each unfiltered hook's own function
+        // and ctx, the last `direct` the runtime's, the end a runtime step
+        const coextra::Chain *c = r->chain;
+        for (std::size_t i = 0; i < c->n; i++)
+            if (c->hooks[i]->only.generation == 0 &&
+                (c->hops[i].eval != c->hooks[i]->eval || c->hops[i].ctx != c->hooks[i]->ctx))
+                err << "step " << i << " does not run its hook; ";
+        if (c->hops[c->n - 1].direct != r->direct_tail || c->hops[c->n].direct != nullptr ||
+            c->hops[c->n].eval == nullptr)
+            err << "the last steps are wrong; ";
         for (std::size_t i = 1; i < r->chain->n; i++) {
             auto *a = r->chain->hooks[i - 1], *b = r->chain->hooks[i];
             if (a->priority > b->priority || (a->priority == b->priority && a->seq > b->seq))
