@@ -264,26 +264,6 @@ class TestChangesFromInsideHooks(ChainTestCase):
                     native.remove(victim)
                 self.assertEqual([e[1] for e in native_events(log[box["n"]:], "target")], ["enter", "exit"])
 
-    def test_filtered_hook_paused_while_frame_in_flight_is_skipped(self):
-        slot = native.reserve_slot(uname("paused-only"))
-        self.addCleanup(native.release_slot, slot)
-        native.mark(target.__code__, slot)
-        log = []
-        victim = self.add_native("log", 1000, log, only=slot, name=uname("victim2"))
-        box = {}
-
-        def on_enter(code):
-            if code is target.__code__ and "n" not in box:
-                native.set_active(victim, 0)
-                box["n"] = len(log)
-
-        self.add_hook(on_enter=on_enter, priority=100)
-        self.assertEqual(target(), 42)
-        self.assertEqual(native_events(log[box["n"]:], "target"), [])
-        native.set_active(victim, 1)
-        self.assertEqual(target(), 42)
-        self.assertEqual([e[1] for e in native_events(log[box["n"]:], "target")], ["enter", "exit"])
-
     def test_python_hook_removes_itself(self):
         enters, exits = [], []
         box = {}
@@ -330,24 +310,33 @@ class TestChangesFromInsideHooks(ChainTestCase):
         self.assertEqual(native_events(inner_log, "inner"), [])
 
     def test_native_hook_paused_while_frame_in_flight_is_skipped(self):
-        # Pausing a hook inner to a frame in flight: that frame's hop to it
-        # tests the hook live and goes past it; resumed, it sees frames again.
-        log = []
-        victim = self.add_native("log", 1000, log)
-        box = {}
+        # Pausing a hook inner to a frame in flight: its step in that frame's
+        # snapshot becomes a skip, so the frame goes past it; resumed, it sees
+        # frames again.  Also for a hook with `only` (a filter step).
+        slot = native.reserve_slot(uname("paused-only"))
+        self.addCleanup(native.release_slot, slot)
+        native.mark(target.__code__, slot)
+        native.mark(inner.__code__, slot)
+        for only in ((0, 0), slot):
+            with self.subTest(only=only != (0, 0)):
+                log = []
+                victim = self.add_native("log", 1000, log, only=only)
+                box = {}
 
-        def on_enter(code):
-            if code is target.__code__ and "n" not in box:
-                native.set_active(victim, 0)
-                box["n"] = len(log)
+                def on_enter(code):
+                    if code is target.__code__ and "n" not in box:
+                        native.set_active(victim, 0)
+                        box["n"] = len(log)
 
-        self.add_hook(on_enter=on_enter, priority=100)
-        self.assertEqual(target(), 42)
-        self.assertEqual(native_events(log[box["n"]:], "target"), [])
-        self.assertEqual(native_events(log[box["n"]:], "inner"), [])
-        native.set_active(victim, 1)
-        self.assertEqual(target(), 42)
-        self.assertEqual([e[1] for e in native_events(log[box["n"]:], "target")], ["enter", "exit"])
+                h = self.add_hook(on_enter=on_enter, priority=100)
+                self.assertEqual(target(), 42)
+                self.assertEqual(native_events(log[box["n"]:], "target"), [])
+                self.assertEqual(native_events(log[box["n"]:], "inner"), [])
+                native.set_active(victim, 1)
+                self.assertEqual(target(), 42)
+                self.assertEqual([e[1] for e in native_events(log[box["n"]:], "target")], ["enter", "exit"])
+                h.remove()
+                native.remove(victim)
         self.assertEqual([e[1] for e in native_events(log[box["n"]:], "inner")], ["enter", "exit"])
 
     def test_native_hook_removes_itself(self):
