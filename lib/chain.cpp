@@ -363,8 +363,13 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
         // between it and us forever), or gone.
         if (rt->tail == nullptr || rt->tail_handed_back)
             return coextra_fc_default_eval()(tstate, raw, throwflag);
+        // call_tail clears its loop mark in rt after the tail returns, and
+        // the runtime's capsule may go meanwhile (no snapshot pins it here).
         coextra_frame idle{{tstate, raw, nullptr, 0, 0, nullptr}, nullptr, nullptr, rt};
-        return call_tail(&idle, throwflag);
+        rt->refs++;
+        PyObject *r = call_tail(&idle, throwflag);
+        runtime_decref(rt);
+        return r;
     }
     PyCodeObject *code = nullptr;
     const std::size_t j = first_taker(rt, c, raw, &code);
@@ -670,6 +675,13 @@ PyObject *frame_return(coextra_frame *f, PyObject *result) {
         Py_XDECREF(result);
         PyErr_SetString(PyExc_SystemError,
                         "coextra_frame_return: a generator or coroutine resumption cannot be skipped");
+        // With `direct` set (always, on a single-hook frame, which pins no
+        // snapshot and so no runtime) straight to CPython's evaluator, as
+        // call_tail would, without reading f->rt.
+        if (coextra_evaluator_fn direct = f->head.direct) {
+            mark_consumed(f);
+            return direct(f->head.tstate, f->head.raw, 1);
+        }
         return call_tail(f, 1);
     }
     mark_consumed(f);

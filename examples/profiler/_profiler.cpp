@@ -293,6 +293,11 @@ PyObject *Profiler_enable(PyObject *self, PyObject *, PyObject *) {
         PyErr_SetString(PyExc_ValueError, "another coextra_profiler.Profile is already enabled");
         return nullptr;
     }
+    if (p->hook != nullptr) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this Profile's disable() failed to remove its hook: call disable() again first");
+        return nullptr;
+    }
     char name[64];
     if (p->slot.generation == 0) {
         PyOS_snprintf(name, sizeof name, "coextra_profiler.%lu", p->serial);
@@ -315,24 +320,26 @@ PyObject *Profiler_enable(PyObject *self, PyObject *, PyObject *) {
 
 PyObject *Profiler_disable(PyObject *self, PyObject *) {
     Profiler *p = reinterpret_cast<Profiler *>(self);
-    if (!p->enabled)
-        Py_RETURN_NONE;
-    flush(p);
-    g_epoch++; // other threads' running evaluations are not accounted
-    p->enabled = false;
-    if (g_enabled == p)
-        g_enabled = nullptr;
-    int rc = 0;
-    if (p->hook != nullptr) {
-        // Removing a hook from inside a hook is allowed: frames already
-        // running finish through the chain they entered (our exit path runs
-        // and sees the flushed/stale context).
-        rc = coextra_hook_remove(p->hook);
-        p->hook = nullptr;
+    if (p->enabled) {
+        flush(p);
+        g_epoch++; // other threads' running evaluations are not accounted
+        p->enabled = false;
+        if (g_enabled == p)
+            g_enabled = nullptr;
     }
-    Py_DECREF(self); // the reference taken by enable(); the caller still holds one
-    if (rc < 0)
+    if (p->hook == nullptr)
+        Py_RETURN_NONE;
+    // Removing a hook from inside a hook is allowed: frames already running
+    // finish through the chain they entered (our exit path runs and sees the
+    // flushed/stale context).  If it fails (no memory for the new chain, or
+    // called from another interpreter), the hook still runs with ctx = p:
+    // keep enable()'s reference, so that p outlives it, and the handle, so
+    // that calling disable() again retries.  Meanwhile it times nothing
+    // (p->enabled is false).
+    if (coextra_hook_remove(p->hook) < 0)
         return nullptr;
+    p->hook = nullptr;
+    Py_DECREF(self); // the reference taken by enable(); the caller still holds one
     Py_RETURN_NONE;
 }
 

@@ -2,6 +2,7 @@
 import cProfile
 import gc
 import io
+import itertools
 import os
 import pstats
 import subprocess
@@ -449,6 +450,41 @@ class ProfilerLifecycle(unittest.TestCase):
         # drops running evaluations).
         self.assertEqual(by_name(prof.stats, "work")[:2], (1, 1))
         self.assertEqual(prof.stats[key_of(fib)][:2], (1, 5))
+
+    def test_disable_that_cannot_remove_its_hook_keeps_it_safe(self):
+        # With another hook active, removing the profiler's hook needs a new
+        # chain snapshot (an allocation).  Failing it must leave the hook
+        # with a live Profile behind it (enable()'s reference kept), refuse
+        # enable(), and let a second disable() finish the job.
+        import coextra_test_reliability as rel
+        other = coextra.add_hook("profiler-test.other", on_enter=id)
+        self.addCleanup(other.remove)
+        rel.install()
+        self.addCleanup(rel.uninstall)
+        failures = 0
+        for n in itertools.count(1):
+            prof = Profile()
+            prof.enable()
+            base = sys.getrefcount(prof)
+            exc, _, _, failed = rel.fail_call(n, False, rel.RAW, prof.disable)
+            self.assertFalse(prof.enabled)
+            self.assertIsNone(coextra_profiler.enabled_profiler())
+            mine = [h for h in coextra.hooks() if h.name.startswith("coextra_profiler.")]
+            if exc is not None:
+                failures += 1
+                self.assertIsInstance(exc, MemoryError)
+                self.assertEqual(len(mine), 1, "the hook stays (its removal failed)")
+                self.assertEqual(sys.getrefcount(prof), base, "enable()'s reference is kept")
+                self.assertEqual(fib(5), 5)  # the stale hook runs with a live, disabled Profile
+                with self.assertRaises(RuntimeError):
+                    prof.enable()
+                prof.disable()  # retries the removal
+                mine = [h for h in coextra.hooks() if h.name.startswith("coextra_profiler.")]
+            self.assertEqual(mine, [])
+            self.assertEqual(sys.getrefcount(prof), base - 1, "enable()'s reference is dropped")
+            if failed == 0:
+                break
+        self.assertGreater(failures, 0)
 
     def test_threads_have_their_own_stacks(self):
         def worker():

@@ -159,9 +159,11 @@ class FinalizeCase(unittest.TestCase):
                     import ctypes
                     api = ctypes.pythonapi
                     api.PyInterpreterState_Get.restype = ctypes.c_void_p
-                    api.PyInterpreterState_GetDict.restype = ctypes.py_object
+                    # a borrowed reference: cast, so that ctypes does not own it
+                    api.PyInterpreterState_GetDict.restype = ctypes.c_void_p
                     api.PyInterpreterState_GetDict.argtypes = [ctypes.c_void_p]
-                    d = api.PyInterpreterState_GetDict(api.PyInterpreterState_Get())
+                    d = ctypes.cast(api.PyInterpreterState_GetDict(api.PyInterpreterState_Get()),
+                                    ctypes.py_object).value
                     def target():
                         return 1
                     def close(code):
