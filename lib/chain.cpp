@@ -4,6 +4,13 @@
 #include <algorithm>
 #include <atomic>
 
+// GCC only (clang has no such optimize attribute): see fast_chain.
+#if defined(__GNUC__) && !defined(__clang__)
+#define COEXTRA_NO_SLP [[gnu::optimize("no-tree-slp-vectorize")]]
+#else
+#define COEXTRA_NO_SLP
+#endif
+
 namespace coextra {
 namespace {
 
@@ -123,9 +130,9 @@ int rebuild_chain(Runtime *rt) {
             n++;
     Chain *c = nullptr;
     if (n > 0) {
-        const std::size_t hooks_end = offsetof(Chain, hooks) + n * sizeof(HookRec *);
-        static_assert(alignof(coextra_hop) == alignof(HookRec *), "hops follow the hook pointers");
-        c = static_cast<Chain *>(PyMem_RawMalloc(hooks_end + (n + 1) * sizeof(coextra_hop)));
+        const std::size_t hops_end = offsetof(Chain, hops) + (n + 1) * sizeof(coextra_hop);
+        static_assert(alignof(coextra_hop) == alignof(HookRec *), "the hook pointers follow the hops");
+        c = static_cast<Chain *>(PyMem_RawMalloc(hops_end + n * sizeof(HookRec *)));
         if (c == nullptr) {
             PyErr_NoMemory();
             return -1;
@@ -133,7 +140,7 @@ int rebuild_chain(Runtime *rt) {
         c->refs = 1;
         c->n = 0;
         c->rt = rt;
-        c->hops = reinterpret_cast<coextra_hop *>(reinterpret_cast<char *>(c) + hooks_end);
+        c->hooks = reinterpret_cast<HookRec **>(reinterpret_cast<char *>(c) + hops_end);
         for (auto &kv : rt->hooks) {
             HookRec *h = kv.second;
             if (h->active && !h->removed) {
@@ -177,10 +184,17 @@ HookRec *checked_hook(Runtime *rt, coextra_hook *hook) {
     return it->second;
 }
 
+// The frame's code object: one load at a fixed offset (frame_compat.h), kept
+// in the view where the frame is gone once evaluated (3.12+), so that a hook
+// that read it before its coextra_eval_next gets it again after.
 inline PyCodeObject *code_of(coextra_frame *f) noexcept {
+#if COEXTRA_FC_FRAME_OUTLIVES_EVAL
+    return coextra_fc_code(raw_of(f));
+#else
     if (f->code == nullptr)
         f->code = coextra_fc_code(raw_of(f));
     return f->code;
+#endif
 }
 
 inline void mark_consumed(coextra_frame *f) noexcept {
@@ -308,6 +322,20 @@ void sync_direct(Runtime *rt) noexcept {
         c->hops[c->n - 1].direct = rt->direct_tail;
 }
 
+// &f for a fast path's cold branch after the hook call, taken from the
+// stack slot itself (an asm the compiler cannot fold into the &f it passed
+// to the hook): otherwise GCC keeps &f in a callee-saved register across the
+// call, a push/pop pair on every frame for a branch almost none take.
+inline coextra_frame *view_address(coextra_frame &f) noexcept {
+    coextra_frame *p;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    asm("lea %1, %0" : "=r"(p) : "m"(f));
+#else
+    p = &f;
+#endif
+    return p;
+}
+
 // After the outermost hook returned: finish the frame if it neither
 // delegated nor returned through coextra_frame_return (on 3.12+ the frame
 // would leak: the callee owns it), exactly as frame_return does; unpin.
@@ -322,9 +350,9 @@ inline PyObject *finish_frame(coextra_frame *f, PyObject *r) {
 // the tail alone).  Pins c for the frame's lifetime: hooks may change the
 // chain, even remove themselves, while it runs.
 inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag,
-                           PyCodeObject *code, std::size_t j) {
+                           std::size_t j) {
     c->refs++;
-    coextra_frame f{{tstate, raw, nullptr, 0, 0, nullptr}, c, code, rt};
+    coextra_frame f{{tstate, raw, nullptr, 0, 0, nullptr}, c, rt};
     PyObject *r;
     if (j >= c->n) {
         r = call_tail(&f, throwflag);
@@ -365,7 +393,7 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
             return coextra_fc_default_eval()(tstate, raw, throwflag);
         // call_tail clears its loop mark in rt after the tail returns, and
         // the runtime's capsule may go meanwhile (no snapshot pins it here).
-        coextra_frame idle{{tstate, raw, nullptr, 0, 0, nullptr}, nullptr, nullptr, rt};
+        coextra_frame idle{{tstate, raw, nullptr, 0, 0, nullptr}, nullptr, rt};
         rt->refs++;
         PyObject *r = call_tail(&idle, throwflag);
         runtime_decref(rt);
@@ -380,7 +408,7 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
         // ran since it was read).
         return rt->tail(tstate, raw, throwflag);
     }
-    return run_frame(rt, c, tstate, raw, throwflag, code, j);
+    return run_frame(rt, c, tstate, raw, throwflag, j);
 }
 
 // The fast paths: the dispatcher jumps to rt->fast_path, picked by
@@ -397,10 +425,10 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
 // snapshot may go at once.
 // (CPython's three arguments first, in the registers they arrive in.)
 inline PyObject *run_single_inline(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
-    coextra_frame f{{tstate, raw, reinterpret_cast<coextra_evaluator_fn>(rt->tail), 0, 0, nullptr}, nullptr, nullptr, rt};
+    coextra_frame f{{tstate, raw, reinterpret_cast<coextra_evaluator_fn>(rt->tail), 0, 0, nullptr}, nullptr, rt};
     PyObject *r = rt->fast_eval(&f, throwflag, rt->fast_ctx);
     if (!f.head.consumed) [[unlikely]]
-        return api::frame_return(&f, r); // see finish_frame
+        return api::frame_return(view_address(f), r); // see finish_frame
     return r;
 }
 
@@ -428,12 +456,22 @@ PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, in
 
 // Several hooks, the outermost without a filter: run_frame from hook 0,
 // which is not the last (no `direct`).  Its hop is its own function (the
-// snapshot is current, so the hook is active).
-PyObject *fast_chain(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
+// snapshot is current, so the hook is active).  (GCC 12's SLP vectorizer
+// would pair the view's `next` and `chain` stores through xmm registers: four
+// instructions for two stores, on every frame.)
+COEXTRA_NO_SLP PyObject *fast_chain(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
     Chain *c = rt->chain;
     c->refs++;
-    coextra_frame f{{tstate, raw, nullptr, 0, 0, c->hops + 1}, c, nullptr, rt};
-    return finish_frame(&f, c->hops[0].eval(&f, throwflag, c->hops[0].ctx));
+    coextra_frame f{{tstate, raw, nullptr, 0, 0, c->hops + 1}, c, rt};
+    PyObject *r = c->hops[0].eval(&f, throwflag, c->hops[0].ctx);
+    if (!f.head.consumed) [[unlikely]]
+        r = api::frame_return(view_address(f), r); // see finish_frame
+    // finish_frame's unpin without its NULL test, reading the snapshot back
+    // from the view (no register kept across the hook call for it).
+    Chain *pinned = f.chain;
+    if (--pinned->refs == 0) [[unlikely]]
+        chain_free(pinned);
+    return r;
 }
 
 // Several hooks, the outermost with a filter: the first hook of the snapshot
@@ -451,7 +489,7 @@ PyObject *fast_filtered(PyThreadState *tstate, coextra_raw_frame *raw, int throw
     }
     if (j == c->n)
         return rt->tail(tstate, raw, throwflag); // nobody takes it: straight to the evaluator
-    return run_frame(rt, c, tstate, raw, throwflag, code, j);
+    return run_frame(rt, c, tstate, raw, throwflag, j);
 }
 
 FastPath pick_fast_path(const Chain *c) noexcept {

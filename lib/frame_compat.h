@@ -86,6 +86,18 @@ PyFrameObject *coextra_fc_frame_object(coextra_raw_frame *frame);
  * clear_thread_frame does.  3.13+: _PyEval_FrameClearAndPop. */
 void coextra_fc_dispose(PyThreadState *tstate, coextra_raw_frame *frame);
 
+/* Whether the frame handed to an eval-frame function still exists when the
+ * evaluation returns: 3.9–3.11 yes (the caller owns it and clears it after:
+ * _PyEval_Vector, gen_send_ex); 3.12+ no (the evaluator clears and pops it
+ * itself before returning, see coextra_fc_dispose).  Where it does not, the
+ * frame view keeps the code object once read, for a hook that asks again
+ * after its coextra_eval_next. */
+#if PY_VERSION_HEX >= 0x030C0000
+#  define COEXTRA_FC_FRAME_OUTLIVES_EVAL 0
+#else
+#  define COEXTRA_FC_FRAME_OUTLIVES_EVAL 1
+#endif
+
 /* --- tracing ------------------------------------------------------------ */
 /* Hide the calling thread from sys.settrace / sys.setprofile / sys.monitoring
  * while a tool's own Python callback runs, as CPython does for trace

@@ -142,8 +142,9 @@ struct Chain {
     Runtime *rt;
     Chain *prev; // the runtime's live snapshots (Runtime::chains)
     Chain *next;
-    coextra_hop *hops; // n + 1 entries, in the same allocation after hooks
-    HookRec *hooks[1]; // n entries (allocated with the right size)
+    HookRec **hooks;   // n entries, in the same allocation after hops
+    coextra_hop hops[1]; // n + 1 entries (allocated with the right size): at a fixed offset,
+                         // so that a fast path finds a step without loading a pointer
 };
 
 struct Runtime {
@@ -234,6 +235,11 @@ struct InterpEntry {
     std::atomic<Runtime *> rt{nullptr};
 };
 constexpr int kEntries = 16;
+// Hidden: -fvisibility=hidden does not apply to extern declarations, and
+// through the GOT the dispatcher would pay one more load per frame.
+#if defined(__GNUC__)
+__attribute__((visibility("hidden")))
+#endif
 extern InterpEntry g_entries[kEntries];
 Runtime *runtime_scan(PyInterpreterState *interp) noexcept; // entries 1.., then the interp dict
 
@@ -283,11 +289,11 @@ bool dispatcher_displaced(Runtime *rt) noexcept;
 // head is public (coextra.h, read by the inline coextra_eval_next).
 struct coextra_frame {
     coextra_frame_head head; // tstate, raw, direct, consumed, next
-    // chain and code follow `next` so that the single-hook path zeroes
-    // consumed, next, chain and code with two 16-byte stores.
-    coextra::Chain *chain;
-    PyCodeObject *code;
+    coextra::Chain *chain;   // the pinned snapshot; nullptr on the single-hook paths
     coextra::Runtime *rt;
+#if !COEXTRA_FC_FRAME_OUTLIVES_EVAL
+    PyCodeObject *code; // nullptr until first read (chain.cpp code_of)
+#endif
 };
 static_assert(offsetof(coextra_frame, head) == 0, "the frame head is what coextra.h reads");
 static_assert(offsetof(coextra_frame_head, raw) == sizeof(void *) &&
