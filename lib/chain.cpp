@@ -329,7 +329,7 @@ void sync_direct(Runtime *rt) noexcept {
 inline coextra_frame *view_address(coextra_frame &f) noexcept {
     coextra_frame *p;
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    asm("lea %1, %0" : "=r"(p) : "m"(f));
+    asm("{lea %1, %0|lea %0, %1}" : "=r"(p) : "m"(f)); // AT&T | Intel dialect
 #else
     p = &f;
 #endif
@@ -350,9 +350,14 @@ inline PyObject *finish_frame(coextra_frame *f, PyObject *r) {
 // the tail alone).  Pins c for the frame's lifetime: hooks may change the
 // chain, even remove themselves, while it runs.
 inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag,
-                           std::size_t j) {
+                           PyCodeObject *code, std::size_t j) {
     c->refs++;
     coextra_frame f{{tstate, raw, nullptr, 0, 0, nullptr}, c, rt};
+#if !COEXTRA_FC_FRAME_OUTLIVES_EVAL
+    f.code = code; // the code the filters read, or nullptr: code_of's cache
+#else
+    (void)code;
+#endif
     PyObject *r;
     if (j >= c->n) {
         r = call_tail(&f, throwflag);
@@ -408,7 +413,7 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
         // ran since it was read).
         return rt->tail(tstate, raw, throwflag);
     }
-    return run_frame(rt, c, tstate, raw, throwflag, j);
+    return run_frame(rt, c, tstate, raw, throwflag, code, j);
 }
 
 // The fast paths: the dispatcher jumps to rt->fast_path, picked by
@@ -489,7 +494,7 @@ PyObject *fast_filtered(PyThreadState *tstate, coextra_raw_frame *raw, int throw
     }
     if (j == c->n)
         return rt->tail(tstate, raw, throwflag); // nobody takes it: straight to the evaluator
-    return run_frame(rt, c, tstate, raw, throwflag, j);
+    return run_frame(rt, c, tstate, raw, throwflag, code, j);
 }
 
 FastPath pick_fast_path(const Chain *c) noexcept {
