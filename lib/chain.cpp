@@ -216,6 +216,12 @@ inline void clear_tail_mark(Runtime *rt) noexcept {
 // the dispatcher again with the same frame; tail_raw lets the dispatcher see
 // that and hand the frame to CPython's evaluator instead of looping.
 inline PyObject *call_tail(coextra_frame *f, int throwflag) {
+    // With `direct` set it is CPython's evaluator: no need to read f->rt
+    // (a single-hook frame pins no snapshot, hence no runtime).
+    if (coextra_evaluator_fn direct = f->head.direct) {
+        mark_consumed(f);
+        return direct(f->head.tstate, f->head.raw, throwflag);
+    }
     Runtime *rt = f->rt;
     mark_consumed(f);
     if (!rt->tail_is_foreign)
@@ -339,10 +345,14 @@ inline coextra_frame *view_address(coextra_frame &f) noexcept {
 // After the outermost hook returned: finish the frame if it neither
 // delegated nor returned through coextra_frame_return (on 3.12+ the frame
 // would leak: the callee owns it), exactly as frame_return does; unpin.
-inline PyObject *finish_frame(coextra_frame *f, PyObject *r) {
-    if (!f->head.consumed)
-        r = api::frame_return(f, r);
-    chain_decref(f->chain);
+inline PyObject *finish_frame(coextra_frame &f, PyObject *r) {
+    if (!f.head.consumed) [[unlikely]]
+        r = api::frame_return(view_address(f), r);
+    // Unpin, reading the snapshot back from the view (no register kept
+    // across the hook call for it; never NULL here).
+    Chain *pinned = f.chain;
+    if (--pinned->refs == 0) [[unlikely]]
+        chain_free(pinned);
     return r;
 }
 
@@ -369,7 +379,7 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
         f.head.next = c->hops + j + 1;
         r = h->eval(&f, throwflag, h->ctx);
     }
-    return finish_frame(&f, r);
+    return finish_frame(f, r);
 }
 
 // Everything but the fast path: no runtime or a closed one, idle, a foreign
@@ -468,15 +478,7 @@ COEXTRA_NO_SLP PyObject *fast_chain(PyThreadState *tstate, coextra_raw_frame *ra
     Chain *c = rt->chain;
     c->refs++;
     coextra_frame f{{tstate, raw, nullptr, 0, 0, c->hops + 1}, c, rt};
-    PyObject *r = c->hops[0].eval(&f, throwflag, c->hops[0].ctx);
-    if (!f.head.consumed) [[unlikely]]
-        r = api::frame_return(view_address(f), r); // see finish_frame
-    // finish_frame's unpin without its NULL test, reading the snapshot back
-    // from the view (no register kept across the hook call for it).
-    Chain *pinned = f.chain;
-    if (--pinned->refs == 0) [[unlikely]]
-        chain_free(pinned);
-    return r;
+    return finish_frame(f, c->hops[0].eval(&f, throwflag, c->hops[0].ctx));
 }
 
 // Several hooks, the outermost with a filter: the first hook of the snapshot
@@ -539,11 +541,6 @@ void runtime_close_hooks(Runtime *rt) noexcept {
     rt->chain = nullptr;
     chain_decref(old);
     apply_install(rt);
-}
-
-[[gnu::noinline, gnu::cold]] static PyObject *eval_next_nowhere() {
-    PyErr_SetString(PyExc_SystemError, "coextra_eval_next: no hook or evaluator follows this frame's hook");
-    return nullptr;
 }
 
 [[gnu::noinline, gnu::cold]] static PyObject *eval_next_consumed() {
@@ -679,9 +676,7 @@ PyObject *eval_next(coextra_frame *f, int throwflag) {
         mark_consumed(f);
         return direct(f->head.tstate, f->head.raw, throwflag);
     }
-    const coextra_hop *hop = f->head.next;
-    if (hop == nullptr)
-        return eval_next_nowhere();
+    const coextra_hop *hop = f->head.next; // never NULL here: see coextra_frame_head
     f->head.next = hop + 1;
     f->head.direct = hop->direct;
     PyObject *r = hop->eval(f, throwflag, hop->ctx);
@@ -718,13 +713,6 @@ PyObject *frame_return(coextra_frame *f, PyObject *result) {
         Py_XDECREF(result);
         PyErr_SetString(PyExc_SystemError,
                         "coextra_frame_return: a generator or coroutine resumption cannot be skipped");
-        // With `direct` set (always, on a single-hook frame, which pins no
-        // snapshot and so no runtime) straight to CPython's evaluator, as
-        // call_tail would, without reading f->rt.
-        if (coextra_evaluator_fn direct = f->head.direct) {
-            mark_consumed(f);
-            return direct(f->head.tstate, f->head.raw, 1);
-        }
         return call_tail(f, 1);
     }
     mark_consumed(f);
