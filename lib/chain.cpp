@@ -18,8 +18,19 @@ std::atomic<uint64_t> g_hook_ids{0};
 std::atomic<uint64_t> g_hook_seq{0};
 
 PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag);
+PyObject *dispatch_main(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag);
 
-inline coextra_raw_eval_fn dispatcher() noexcept { return &dispatch; }
+// The main interpreter's runtime and its path, for dispatch_main: see there.
+// Written only under the main interpreter's GIL (its runtime's creation,
+// refresh_fast, close), read only by dispatch_main, which runs only there.
+struct MainDispatch {
+    FastPath path = &dispatch_general_rt; // rt->fast_path while rt is set
+    Runtime *rt = nullptr;
+};
+MainDispatch g_main; // internal linkage: direct loads, no GOT (see g_entries)
+
+// The eval-frame function this runtime installs (bind_dispatcher).
+inline coextra_raw_eval_fn dispatcher(const Runtime *rt) noexcept { return rt->dispatcher; }
 
 inline coextra_hook *handle_of(const HookRec *h) noexcept {
     return reinterpret_cast<coextra_hook *>(static_cast<uintptr_t>(h->id));
@@ -75,6 +86,8 @@ void refresh_fast(Runtime *rt) noexcept {
     rt->fast_only = ok ? h->only : coextra_slot{0, 0};
     rt->fast_only_bit = ok ? h->only_bit : 0;
     rt->fast_path = ok ? pick_fast_path(rt->chain) : &dispatch_general_rt;
+    if (g_main.rt == rt)
+        g_main.path = rt->fast_path;
 }
 
 void apply_install(Runtime *rt) noexcept {
@@ -85,7 +98,7 @@ void apply_install(Runtime *rt) noexcept {
 void apply_install_state(Runtime *rt) noexcept {
     const bool want = rt->chain != nullptr;
     coextra_raw_eval_fn current = coextra_fc_get_eval(rt->interp);
-    const bool ours = current == dispatcher();
+    const bool ours = current == dispatcher(rt);
     // A tail we have handed back owns the interpreter again and may leave at
     // any time: if our pointer comes back later (restored by a tool that had
     // captured it), what lies below is unknown, so never reinstate that tail.
@@ -94,7 +107,7 @@ void apply_install_state(Runtime *rt) noexcept {
     if (want && !rt->installed) {
         if (!ours) {
             rt->tail = current; // the foreign tool (or the default) becomes our tail
-            coextra_fc_set_eval(rt->interp, dispatcher());
+            coextra_fc_set_eval(rt->interp, dispatcher(rt));
         } else if (!tail_known) {
             rt->tail = coextra_fc_default_eval();
         }
@@ -439,8 +452,24 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
 // at the chain), so a hook may remove itself or change the chain and the old
 // snapshot may go at once.
 // (CPython's three arguments first, in the registers they arrive in.)
+//
+// The view is written field by field, and only what such a frame reads:
+// with `direct` set until the frame is consumed, nothing reads `next` (the
+// inline and the table coextra_eval_next take `direct`), `chain` (only
+// finish_frame, not on this path) or `rt` (only call_tail without `direct`
+// and filter_hop, neither reachable here); a second coextra_eval_next or
+// coextra_frame_return sees `consumed`.  Those three are left unwritten:
+// three stores per frame (see the frame cost table in docs/performance.md).
 inline PyObject *run_single_inline(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
-    coextra_frame f{{tstate, raw, reinterpret_cast<coextra_evaluator_fn>(rt->tail), 0, 0, nullptr}, nullptr, rt};
+    coextra_frame f;
+    f.head.tstate = tstate;
+    f.head.raw = raw;
+    f.head.direct = reinterpret_cast<coextra_evaluator_fn>(rt->tail);
+    f.head.consumed = 0;
+    f.head.reserved_ = 0; // one 8-byte store with `consumed`
+#if !COEXTRA_FC_FRAME_OUTLIVES_EVAL
+    f.code = nullptr; // code_of's cache
+#endif
     PyObject *r = rt->fast_eval(&f, throwflag, rt->fast_ctx);
     if (!f.head.consumed) [[unlikely]]
         return api::frame_return(view_address(f), r); // see finish_frame
@@ -519,14 +548,51 @@ PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag)
     return rt->fast_path(tstate, raw, throwflag, rt);
 }
 
+// The main interpreter's eval-frame function: dispatch() without the lookup,
+// two loads and a jump.  It is installed only on the main interpreter, and
+// CPython calls an interpreter's eval-frame function only for that
+// interpreter's frames (ceval reads tstate->interp->eval_frame on every
+// version since PEP 523, 3.6; 3.11+ in _PyEval_EvalFrame), so the runtime is
+// known without comparing interpreters.  A foreign tool installed over us
+// captured this pointer from the main interpreter and calls it for the main
+// interpreter's frames.  (A tool that shared one captured pointer across
+// interpreters would already run one interpreter's frames through another's
+// evaluator; it is not supported.)  With no runtime, or a closed one, the
+// path is the general one, which looks the runtime up as dispatch() does.
+PyObject *dispatch_main(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+    return g_main.path(tstate, raw, throwflag, g_main.rt);
+}
+
 } // namespace
+
+void bind_dispatcher(Runtime *rt) noexcept {
+    if (rt->interp != PyInterpreterState_Main()) {
+        rt->dispatcher = &dispatch;
+        return;
+    }
+    // A closed runtime of the main interpreter unbound itself at close; a
+    // new one (the interpreter dict's entry recreated) takes its place.
+    rt->dispatcher = &dispatch_main;
+    g_main.rt = rt;
+    g_main.path = rt->fast_path;
+}
+
+// (Closing already turned the path general through refresh_fast, so the
+// runtime would not be read again; this drops the pointer itself before the
+// runtime can be freed.)
+void unbind_dispatcher(Runtime *rt) noexcept {
+    if (g_main.rt != rt)
+        return;
+    g_main.path = &dispatch_general_rt;
+    g_main.rt = nullptr;
+}
 
 PyObject *dispatch_general_rt(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *) {
     return dispatch_general(tstate, raw, throwflag);
 }
 
 bool dispatcher_displaced(Runtime *rt) noexcept {
-    return rt->installed && coextra_fc_get_eval(rt->interp) != dispatcher();
+    return rt->installed && coextra_fc_get_eval(rt->interp) != dispatcher(rt);
 }
 
 void runtime_close_hooks(Runtime *rt) noexcept {
@@ -760,7 +826,7 @@ PyObject *status_info() {
         return nullptr;
     apply_install(rt); // the check the contract promises in status(): see the idle case there
     coextra_raw_eval_fn current = coextra_fc_get_eval(rt->interp);
-    const bool installed = current == dispatcher();
+    const bool installed = current == dispatcher(rt);
     const bool displaced = dispatcher_displaced(rt);
     coextra_raw_eval_fn def = coextra_fc_default_eval();
     const bool foreign = rt->installed ? rt->tail != def : (current != def && !installed);

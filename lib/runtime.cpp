@@ -91,6 +91,7 @@ void close_capsule(PyObject *cap) {
     rt->closed = true;
     runtime_close_hooks(rt);
     runtime_close_slots(rt);
+    unbind_dispatcher(rt);
     unregister_entry(rt);
     Py_CLEAR(rt->released_error);
     runtime_decref(rt);
@@ -283,6 +284,7 @@ extern "C" const coextra_api *coextra_runtime_attach(void) {
     }
     Py_DECREF(cap);
     register_entry(rt);
+    bind_dispatcher(rt);
     if (g_fast.interp == nullptr) {
         g_fast.co_extra_index = -1;
         g_fast.interp = interp;

@@ -172,6 +172,7 @@ struct Runtime {
     bool tail_is_foreign = false;        // tail is not CPython's own evaluator
     bool tail_handed_back = false;       // tail was put back as the interpreter's function (chain.cpp)
     coextra_raw_frame *tail_raw = nullptr; // frame just handed to a foreign tail (loop guard)
+    coextra_raw_eval_fn dispatcher = nullptr; // the function we install (chain.cpp bind_dispatcher)
     // The dispatcher's path (chain.cpp refresh_fast): while we are installed
     // over CPython's own evaluator, one specialised for the snapshot `chain`;
     // else the general path, which sorts out idle, foreign and displaced
@@ -282,6 +283,11 @@ void runtime_close_slots(Runtime *rt) noexcept;
 // ---- chain.cpp ------------------------------------------------------------
 void runtime_close_hooks(Runtime *rt) noexcept;
 bool dispatcher_displaced(Runtime *rt) noexcept;
+// The main interpreter's runtime gets a dispatcher of its own that needs no
+// lookup (dispatch_main); others share the looking-up one.  Bound once the
+// runtime is published, unbound at close.
+void bind_dispatcher(Runtime *rt) noexcept;
+void unbind_dispatcher(Runtime *rt) noexcept;
 
 } // namespace coextra
 

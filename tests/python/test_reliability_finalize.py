@@ -176,6 +176,55 @@ class FinalizeCase(unittest.TestCase):
                 '''.replace("WHEN", when))
                 self.assertIn("survived", r["where"])
 
+    def test_second_runtime_of_the_main_interpreter(self):
+        # The main interpreter's runtime gets a dispatcher of its own that
+        # finds it without a lookup (chain.cpp dispatch_main).  Closing that
+        # runtime must unbind it (frames then run unhooked, nothing reads the
+        # freed runtime: -X dev poisons freed memory), and a runtime created
+        # afterwards for the same interpreter must bind it again.
+        r = self.run_script('''
+            import ctypes, importlib
+            import coextra_test_native as native
+            api = ctypes.pythonapi
+            api.PyInterpreterState_Get.restype = ctypes.c_void_p
+            api.PyInterpreterState_GetDict.restype = ctypes.c_void_p
+            api.PyInterpreterState_GetDict.argtypes = [ctypes.c_void_p]
+            d = ctypes.cast(api.PyInterpreterState_GetDict(api.PyInterpreterState_Get()),
+                            ctypes.py_object).value
+            key = "coextra.runtime.abi" + str(coextra.ABI_VERSION[0])
+            seen = []
+            def target():
+                return 1
+            before = native.eval_frame_func()
+            h = coextra.add_hook("fin.rebind.a", on_enter=seen.append)
+            ours = native.eval_frame_func()
+            assert ours != before
+            target()
+            assert seen.count(target.__code__) == 1, seen
+            d.pop(key)  # the runtime closes: its hooks go, the function is given back
+            del seen[:]
+            assert native.eval_frame_func() == before
+            for _ in range(3):
+                assert target() == 1
+            assert seen == [], seen
+            import gc; gc.collect()
+            # A second runtime for the same interpreter: re-create the module.
+            del sys.modules["coextra._coextra"]
+            importlib.reload(coextra)
+            assert coextra.status().installed is False, coextra.status()
+            h2 = coextra.add_hook("fin.rebind.b", on_enter=seen.append)
+            assert native.eval_frame_func() == ours  # the main interpreter's dispatcher again
+            for _ in range(3):
+                assert target() == 1
+            assert seen.count(target.__code__) == 3, seen
+            h2.remove()
+            assert coextra.status().installed is False, coextra.status()
+            assert native.eval_frame_func() == before
+            assert target() == 1 and seen.count(target.__code__) == 3
+            print("rebound")
+        ''')
+        self.assertIn("rebound", r["where"])
+
     def test_unhandled_exception_with_hooks_active(self):
         r = self.run_script('''
             s = coextra.Slot("fin.exc", on_free=on_free)
