@@ -355,11 +355,25 @@ inline coextra_frame *view_address(coextra_frame &f) noexcept {
     return p;
 }
 
+// Whether the outermost hook returned without finishing the frame: the
+// view's `consumed` compared in memory.  GCC loads it into a register and
+// tests that (one more instruction per frame, for macro-op fusion); the flag
+// output of an asm keeps the compare on the memory operand.
+inline bool unfinished(const coextra_frame &f) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__GCC_ASM_FLAG_OUTPUTS__)
+    bool zero;
+    asm("{cmpl $0, %1|cmp %1, 0}" : "=@ccz"(zero) : "m"(f.head.consumed)); // AT&T | Intel
+    return zero;
+#else
+    return f.head.consumed == 0;
+#endif
+}
+
 // After the outermost hook returned: finish the frame if it neither
 // delegated nor returned through coextra_frame_return (on 3.12+ the frame
 // would leak: the callee owns it), exactly as frame_return does; unpin.
 inline PyObject *finish_frame(coextra_frame &f, PyObject *r) {
-    if (!f.head.consumed) [[unlikely]]
+    if (unfinished(f)) [[unlikely]]
         r = api::frame_return(view_address(f), r);
     // Unpin, reading the snapshot back from the view (no register kept
     // across the hook call for it; never NULL here).
@@ -471,7 +485,7 @@ inline PyObject *run_single_inline(PyThreadState *tstate, coextra_raw_frame *raw
     f.code = nullptr; // code_of's cache
 #endif
     PyObject *r = rt->fast_eval(&f, throwflag, rt->fast_ctx);
-    if (!f.head.consumed) [[unlikely]]
+    if (unfinished(f)) [[unlikely]]
         return api::frame_return(view_address(f), r); // see finish_frame
     return r;
 }

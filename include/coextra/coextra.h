@@ -152,7 +152,8 @@ typedef struct coextra_frame_head {
     coextra_evaluator_fn direct; /* see above; NULL = no direct evaluator */
     int consumed;                /* evaluated, or finished by coextra_frame_return */
     int reserved_;
-    const coextra_hop *next;     /* ABI 1.2; never NULL while direct is NULL and consumed is 0 */
+    const coextra_hop *next;     /* ABI 1.2; never NULL while direct is NULL and consumed is 0
+                                  * (unspecified while direct is set: nothing reads it then) */
 } coextra_frame_head;
 
 /* CPython's per-code extra array (Include/internal/pycore_code.h,
