@@ -168,7 +168,7 @@ int rebuild_chain(Runtime *rt) {
         // A snapshot pinned by a frame in flight may outlive the runtime's
         // capsule (the interpreter dict cleared while frames run): it holds a
         // reference, as blocks do, so that unlinking it and its hops' reads
-        // of f->rt stay valid.
+        // of chain->rt (call_tail, filter_hop) stay valid.
         rt->refs++;
         c->prev = nullptr;
         c->next = rt->chains;
@@ -223,24 +223,17 @@ inline void clear_tail_mark(Runtime *rt) noexcept {
         refresh_fast(rt);
 }
 
-// Call the evaluator at the end of the chain.  When the tail is a foreign
-// eval-frame function that chains to *its* predecessor, and that predecessor
-// is us (it was installed after us, then we re-installed over it), it calls
-// the dispatcher again with the same frame; tail_raw lets the dispatcher see
-// that and hand the frame to CPython's evaluator instead of looping.
-inline PyObject *call_tail(coextra_frame *f, int throwflag) {
-    // With `direct` set it is CPython's evaluator: no need to read f->rt
-    // (a single-hook frame pins no snapshot, hence no runtime).
-    if (coextra_evaluator_fn direct = f->head.direct) {
-        mark_consumed(f);
-        return direct(f->head.tstate, f->head.raw, throwflag);
-    }
-    Runtime *rt = f->rt;
-    mark_consumed(f);
+// Call rt's tail, the evaluator at the end of the chain.  When the tail is a
+// foreign eval-frame function that chains to *its* predecessor, and that
+// predecessor is us (it was installed after us, then we re-installed over
+// it), it calls the dispatcher again with the same frame; tail_raw lets the
+// dispatcher see that and hand the frame to CPython's evaluator instead of
+// looping.
+PyObject *call_rt_tail(Runtime *rt, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
     if (!rt->tail_is_foreign)
-        return rt->tail(f->head.tstate, raw_of(f), throwflag);
-    rt->tail_raw = raw_of(f);
-    PyObject *r = rt->tail(f->head.tstate, raw_of(f), throwflag);
+        return rt->tail(tstate, raw, throwflag);
+    rt->tail_raw = raw;
+    PyObject *r = rt->tail(tstate, raw, throwflag);
     // A foreign tail that runs the frame itself (it calls CPython's evaluator
     // rather than its predecessor, or its predecessor is not us) never comes
     // back to clear the mark; a leaf frame leaves it set.  The next frame
@@ -249,6 +242,18 @@ inline PyObject *call_tail(coextra_frame *f, int throwflag) {
     // every hook and the foreign tool.
     clear_tail_mark(rt);
     return r;
+}
+
+// The end of the chain for a frame view.  With `direct` set it is CPython's
+// evaluator, called without reading the snapshot (a single-hook frame has
+// none); a frame without `direct` that is not finished is a chain frame,
+// which pins its snapshot, and the snapshot its runtime.
+inline PyObject *call_tail(coextra_frame *f, int throwflag) {
+    coextra_evaluator_fn direct = f->head.direct;
+    mark_consumed(f);
+    if (direct != nullptr)
+        return direct(f->head.tstate, f->head.raw, throwflag);
+    return call_rt_tail(f->chain->rt, f->head.tstate, raw_of(f), throwflag);
 }
 
 // Whether `code` holds a value in `slot` (the `only` filter); bit is
@@ -297,7 +302,7 @@ PyObject *skip_hop(coextra_frame *f, int throwflag, void *) { return api::eval_n
 // slot, else on to the next step.
 PyObject *filter_hop(coextra_frame *f, int throwflag, void *ctx) {
     const HookRec *h = static_cast<const HookRec *>(ctx);
-    if (code_holds(f->rt, code_of(f), h->only, h->only_bit))
+    if (code_holds(f->chain->rt, code_of(f), h->only, h->only_bit)) // a chain frame: see call_tail
         return h->eval(f, throwflag, h->ctx);
     return api::eval_next(f, throwflag);
 }
@@ -389,7 +394,7 @@ inline PyObject *finish_frame(coextra_frame &f, PyObject *r) {
 inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag,
                            PyCodeObject *code, std::size_t j) {
     c->refs++;
-    coextra_frame f{{tstate, raw, nullptr, 0, 0, nullptr}, c, rt};
+    coextra_frame f{{tstate, raw, nullptr, 0, 0, nullptr}, c};
 #if !COEXTRA_FC_FRAME_OUTLIVES_EVAL
     f.code = code; // the code the filters read, or nullptr: code_of's cache
 #else
@@ -433,11 +438,10 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
         // between it and us forever), or gone.
         if (rt->tail == nullptr || rt->tail_handed_back)
             return coextra_fc_default_eval()(tstate, raw, throwflag);
-        // call_tail clears its loop mark in rt after the tail returns, and
+        // call_rt_tail clears its loop mark in rt after the tail returns, and
         // the runtime's capsule may go meanwhile (no snapshot pins it here).
-        coextra_frame idle{{tstate, raw, nullptr, 0, 0, nullptr}, nullptr, rt};
         rt->refs++;
-        PyObject *r = call_tail(&idle, throwflag);
+        PyObject *r = call_rt_tail(rt, tstate, raw, throwflag);
         runtime_decref(rt);
         return r;
     }
@@ -469,11 +473,11 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
 //
 // The view is written field by field, and only what such a frame reads:
 // with `direct` set until the frame is consumed, nothing reads `next` (the
-// inline and the table coextra_eval_next take `direct`), `chain` (only
-// finish_frame, not on this path) or `rt` (only call_tail without `direct`
-// and filter_hop, neither reachable here); a second coextra_eval_next or
-// coextra_frame_return sees `consumed`.  Those three are left unwritten:
-// three stores per frame (see the frame cost table in docs/performance.md).
+// inline and the table coextra_eval_next take `direct`) or `chain` (only
+// finish_frame, not on this path, and call_tail without `direct` and
+// filter_hop, neither reachable here); a second coextra_eval_next or
+// coextra_frame_return sees `consumed`.  Both are left unwritten: stores
+// saved on every frame (docs/cpython-limitations.md, the cost table).
 inline PyObject *run_single_inline(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
     coextra_frame f;
     f.head.tstate = tstate;
@@ -520,7 +524,7 @@ PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, in
 COEXTRA_NO_SLP PyObject *fast_chain(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
     Chain *c = rt->chain;
     c->refs++;
-    coextra_frame f{{tstate, raw, nullptr, 0, 0, c->hops + 1}, c, rt};
+    coextra_frame f{{tstate, raw, nullptr, 0, 0, c->hops + 1}, c};
     return finish_frame(f, c->hops[0].eval(&f, throwflag, c->hops[0].ctx));
 }
 

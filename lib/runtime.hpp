@@ -295,8 +295,10 @@ void unbind_dispatcher(Runtime *rt) noexcept;
 // head is public (coextra.h, read by the inline coextra_eval_next).
 struct coextra_frame {
     coextra_frame_head head; // tstate, raw, direct, consumed, next
-    coextra::Chain *chain;   // the pinned snapshot; nullptr on the single-hook paths
-    coextra::Runtime *rt;
+    // The pinned snapshot (and through it the runtime) of a chain frame;
+    // not written on the single-hook paths, where nothing reads it
+    // (chain.cpp run_single_inline).
+    coextra::Chain *chain;
 #if !COEXTRA_FC_FRAME_OUTLIVES_EVAL
     PyCodeObject *code; // nullptr until first read (chain.cpp code_of)
 #endif
