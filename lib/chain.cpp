@@ -763,10 +763,7 @@ PyObject *eval_next(coextra_frame *f, int throwflag) {
     const coextra_hop *hop = f->head.next; // never NULL here: see coextra_frame_head
     f->head.next = hop + 1;
     f->head.direct = hop->direct;
-    PyObject *r = hop->eval(f, throwflag, hop->ctx);
-    f->head.direct = nullptr;
-    f->head.next = hop;
-    return r;
+    return hop->eval(f, throwflag, hop->ctx); // a tail call, as the inline one: see there
 }
 
 PyCodeObject *frame_code(coextra_frame *f) noexcept { return code_of(f); }

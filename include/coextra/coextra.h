@@ -144,8 +144,8 @@ typedef struct coextra_hop {
  * delegating is one direct call, with no trip through the table.  `next`
  * (ABI 1.2) is the step after the running hook when there are more hooks:
  * delegating is then one direct call to the next hook.  A frame already
- * finished (a second call) goes through the table, which fails it.  Hooks never write these fields (the inline
- * coextra_eval_next does, and puts them back). */
+ * finished (a second call) goes through the table, which fails it.  Hooks
+ * never write these fields (the inline coextra_eval_next does). */
 typedef struct coextra_frame_head {
     PyThreadState *tstate;
     void *raw;                   /* the frame CPython passed to the eval-frame function */
@@ -153,7 +153,11 @@ typedef struct coextra_frame_head {
     int consumed;                /* evaluated, or finished by coextra_frame_return */
     int reserved_;
     const coextra_hop *next;     /* ABI 1.2; never NULL while direct is NULL and consumed is 0
-                                  * (unspecified while direct is set: nothing reads it then) */
+                                  * (unspecified while direct is set: nothing reads it then).
+                                  * It only moves on, one step at a time, and the last
+                                  * step finishes the frame (an earlier 1.2 header put it
+                                  * back by one step after the step returned, never
+                                  * behind where it found it). */
 } coextra_frame_head;
 
 /* CPython's per-code extra array (Include/internal/pycore_code.h,
@@ -357,9 +361,14 @@ static inline int coextra_hook_set_active(coextra_hook *hook, int active) {
 
 /* Continue down the chain (the next hook, else the evaluator). New reference.
  * When the evaluator comes next, this is a direct (tail) call to it; when a
- * hook comes next, a direct call to that hook.  The head's fields are put
- * back when the next hook returns, so that a hook that did not finish the
- * frame can be delegated to again. */
+ * hook comes next, a direct call to that hook: both are tail calls, with
+ * nothing put back when they return.  So a hook that delegates a second time
+ * after the hooks below returned without finishing the frame (none of them
+ * delegated or called coextra_frame_return) continues below the hook that
+ * returned: with the next hook, or the evaluator.  No frame runs twice, and
+ * coextra finishes a frame nobody finished when the outermost hook returns.
+ * (A consumer built against an earlier 1.2 header put `next` back, and
+ * reaches that hook again: both are safe; neither is part of the contract.) */
 static inline PyObject *coextra_eval_next(coextra_frame *frame, int throwflag) {
     coextra_frame_head *head = (coextra_frame_head *)frame;
     coextra_evaluator_fn direct = head->direct;
@@ -370,18 +379,10 @@ static inline PyObject *coextra_eval_next(coextra_frame *frame, int throwflag) {
         return direct(head->tstate, head->raw, throwflag);
     }
     if (!head->consumed) {
-        PyObject *r;
         hop = head->next; /* never NULL here: see coextra_frame_head */
         head->next = hop + 1;
         head->direct = hop->direct;
-        r = hop->eval(frame, throwflag, hop->ctx);
-        head->direct = NULL;
-        /* Back to hop: a hook that returns without finishing the frame left
-         * next where it found it (every step below it put its own back), and
-         * once the frame is finished next is never read.  (One instruction,
-         * and hop need not be kept across the call.) */
-        head->next -= 1;
-        return r;
+        return hop->eval(frame, throwflag, hop->ctx);
     }
     return coextra_api_ptr_->eval_next(frame, throwflag);
 }

@@ -385,40 +385,52 @@ class TestChangesFromInsideHooks(ChainTestCase):
 class TestHopPositions(ChainTestCase):
     def test_delegating_again_after_an_inner_hook_kept_the_frame(self):
         # outer -> inner, and inner returns without running or finishing the
-        # frame: the hop puts the outer hook's position back, so its second
-        # coextra_eval_next reaches inner again (not what lies below it), and
-        # the frame is finished with what the outer hook returns.  Variants:
-        # outer not first (a hook in front), a hook between them that this
-        # frame skips (an `only` filter on a slot target's code does not
-        # hold: the walking hop), a hook below inner (inner not the last).
-        # Each also with every hook delegating through the table, as a
-        # consumer built against ABI 1.1 does (no inline hops).
+        # frame.  coextra_eval_next puts nothing back (the step to the next
+        # hook is a tail call), so the outer hook's second coextra_eval_next
+        # continues below inner: the hook below it, or the evaluator.  The
+        # frame runs exactly once, inner sees it once, every hook below sees
+        # it once, and the result is the frame's own.  Variants: outer not
+        # first (a hook in front), a hook between them that this frame skips
+        # (an `only` filter on a slot the code does not hold: a runtime
+        # step), a hook below inner (inner not the last).  Each also with
+        # every hook delegating through the table, as a consumer built
+        # against ABI 1.0/1.1 does (no inline hops).
+        runs = []
+
+        def body():
+            runs.append(1)
+            return 42
+
         handle = native.reserve_slot(uname("hop-only"))
         self.addCleanup(native.release_slot, handle)
         self.addCleanup(native.set_table_delegation, False)
         for above, between, below, table in itertools.product((False, True), repeat=4):
             with self.subTest(above=above, between=between, below=below, table=table):
                 native.set_table_delegation(table)
-                hooks = []
+                hooks, below_log = [], []
+                del runs[:]
                 try:
                     if above:
                         hooks.append(native.add(uname("above"), 50, "pass", None))
-                    hooks.append(native.add(uname("outer"), 100, "next_twice", None, code=target.__code__))
+                    hooks.append(native.add(uname("outer"), 100, "next_twice", None, code=body.__code__))
                     if between:
                         hooks.append(native.add(uname("between"), 500, "pass", None, only=handle))
-                    inner = native.add(uname("inner"), 1000, "no_consume", None, code=target.__code__)
-                    hooks.append(inner)
+                    inner_hook = native.add(uname("inner"), 1000, "no_consume", None, code=body.__code__)
+                    hooks.append(inner_hook)
                     if below:
-                        hooks.append(native.add(uname("below"), 5000, "pass", None))
-                    before = native.count(inner)
-                    r = target()
-                    seen = native.count(inner) - before
+                        hooks.append(native.add(uname("below"), 5000, "log", below_log, code=body.__code__))
+                    before = native.count(inner_hook)
+                    r = body()
+                    seen = native.count(inner_hook) - before
                 finally:
                     for h in hooks:
                         native.remove(h)
-                self.assertIsNone(r)  # 42 if the second delegation skipped inner
-                self.assertEqual(seen, 2)
-                self.assertEqual(target(), 42)
+                self.assertEqual(r, 42)  # None if the second delegation reached inner again
+                self.assertEqual(len(runs), 1)
+                self.assertEqual(seen, 1)
+                if below:
+                    self.assertEqual([e[1] for e in below_log], ["enter", "exit"])
+                self.assertEqual(body(), 42)
 
 
 class TestThreads(ChainTestCase):
