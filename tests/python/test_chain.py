@@ -433,6 +433,48 @@ class TestHopPositions(ChainTestCase):
                 self.assertEqual(body(), 42)
 
 
+    def test_delegating_again_through_a_first_1_2_header(self):
+        # The same, with the outer hook built against the first 1.2 header
+        # (its coextra_eval_next put `next` back after the step returned):
+        # its second delegation reaches inner again, which keeps the frame
+        # again; coextra finishes it with what outer returns.  Mixed with
+        # today's tail-calling hooks in front, between and below: the frame
+        # never runs, nothing below inner sees it, nothing crashes.
+        runs = []
+
+        def body():
+            runs.append(1)
+            return 42
+
+        handle = native.reserve_slot(uname("hop-v12-only"))
+        self.addCleanup(native.release_slot, handle)
+        for above, between, below in itertools.product((False, True), repeat=3):
+            with self.subTest(above=above, between=between, below=below):
+                hooks, below_log = [], []
+                del runs[:]
+                try:
+                    if above:
+                        hooks.append(native.add(uname("above"), 50, "pass", None))
+                    hooks.append(native.add(uname("outer"), 100, "next_twice_v12", None, code=body.__code__))
+                    if between:
+                        hooks.append(native.add(uname("between"), 500, "pass", None, only=handle))
+                    inner_hook = native.add(uname("inner"), 1000, "no_consume", None, code=body.__code__)
+                    hooks.append(inner_hook)
+                    if below:
+                        hooks.append(native.add(uname("below"), 5000, "log", below_log, code=body.__code__))
+                    before = native.count(inner_hook)
+                    r = body()
+                    seen = native.count(inner_hook) - before
+                finally:
+                    for h in hooks:
+                        native.remove(h)
+                self.assertIsNone(r)
+                self.assertEqual(runs, [])
+                self.assertEqual(seen, 2)
+                self.assertEqual(below_log, [])
+                self.assertEqual(body(), 42)
+
+
 class TestThreads(ChainTestCase):
     def test_changes_from_another_thread(self):
         n_workers, iterations, cycles = 4, 150, 60
