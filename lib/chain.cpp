@@ -21,13 +21,21 @@ PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag)
 PyObject *dispatch_main(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag);
 
 // The main interpreter's runtime and its path, for dispatch_main: see there.
-// Written only under the main interpreter's GIL (its runtime's creation,
-// refresh_fast, close), read only by dispatch_main, which runs only there.
+// Read and written only under the main interpreter's GIL: by dispatch_main,
+// which runs only there, and by the main interpreter's runtimes (creation,
+// refresh_fast, close), which test their own `dispatcher` first, so that a
+// subinterpreter's thread (its own GIL on 3.12+) never touches it.
 struct MainDispatch {
     FastPath path = &dispatch_general_rt; // rt->fast_path while rt is set
     Runtime *rt = nullptr;
 };
 MainDispatch g_main; // internal linkage: direct loads, no GOT (see g_entries)
+
+// Whether rt is the runtime dispatch_main serves now (the main interpreter's,
+// and not one closed since and replaced).
+inline bool serves_main(const Runtime *rt) noexcept {
+    return rt->dispatcher == &dispatch_main && g_main.rt == rt;
+}
 
 // The eval-frame function this runtime installs (bind_dispatcher).
 inline coextra_raw_eval_fn dispatcher(const Runtime *rt) noexcept { return rt->dispatcher; }
@@ -86,7 +94,7 @@ void refresh_fast(Runtime *rt) noexcept {
     rt->fast_only = ok ? h->only : coextra_slot{0, 0};
     rt->fast_only_bit = ok ? h->only_bit : 0;
     rt->fast_path = ok ? pick_fast_path(rt->chain) : &dispatch_general_rt;
-    if (g_main.rt == rt)
+    if (serves_main(rt))
         g_main.path = rt->fast_path;
 }
 
@@ -599,7 +607,7 @@ void bind_dispatcher(Runtime *rt) noexcept {
 // runtime would not be read again; this drops the pointer itself before the
 // runtime can be freed.)
 void unbind_dispatcher(Runtime *rt) noexcept {
-    if (g_main.rt != rt)
+    if (!serves_main(rt))
         return;
     g_main.path = &dispatch_general_rt;
     g_main.rt = nullptr;
