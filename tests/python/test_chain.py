@@ -383,18 +383,15 @@ class TestChangesFromInsideHooks(ChainTestCase):
 
 
 class TestHopPositions(ChainTestCase):
-    def test_delegating_again_after_an_inner_hook_kept_the_frame(self):
-        # outer -> inner, and inner returns without running or finishing the
-        # frame.  coextra_eval_next puts nothing back (the step to the next
-        # hook is a tail call), so the outer hook's second coextra_eval_next
-        # continues below inner: the hook below it, or the evaluator.  The
-        # frame runs exactly once, inner sees it once, every hook below sees
-        # it once, and the result is the frame's own.  Variants: outer not
-        # first (a hook in front), a hook between them that this frame skips
-        # (an `only` filter on a slot the code does not hold: a runtime
-        # step), a hook below inner (inner not the last).  Each also with
-        # every hook delegating through the table, as a consumer built
-        # against ABI 1.0/1.1 does (no inline hops).
+    # outer -> inner, and inner returns without running or finishing the
+    # frame; outer delegates a second time.  Variants: outer not first (a
+    # hook in front), a hook between them that this frame skips (an `only`
+    # filter on a slot the code does not hold: a runtime step), a hook below
+    # inner (inner not the last), and every hook delegating through the
+    # table, as a consumer built against ABI 1.0/1.1 does (no inline hops).
+
+    def _delegate_twice(self, outer_mode, tables):
+        """Runs every variant; yields (variant, result, body runs, inner's count, below's log)."""
         runs = []
 
         def body():
@@ -404,75 +401,52 @@ class TestHopPositions(ChainTestCase):
         handle = native.reserve_slot(uname("hop-only"))
         self.addCleanup(native.release_slot, handle)
         self.addCleanup(native.set_table_delegation, False)
-        for above, between, below, table in itertools.product((False, True), repeat=4):
-            with self.subTest(above=above, between=between, below=below, table=table):
-                native.set_table_delegation(table)
-                hooks, below_log = [], []
-                del runs[:]
-                try:
-                    if above:
-                        hooks.append(native.add(uname("above"), 50, "pass", None))
-                    hooks.append(native.add(uname("outer"), 100, "next_twice", None, code=body.__code__))
-                    if between:
-                        hooks.append(native.add(uname("between"), 500, "pass", None, only=handle))
-                    inner_hook = native.add(uname("inner"), 1000, "no_consume", None, code=body.__code__)
-                    hooks.append(inner_hook)
-                    if below:
-                        hooks.append(native.add(uname("below"), 5000, "log", below_log, code=body.__code__))
-                    before = native.count(inner_hook)
-                    r = body()
-                    seen = native.count(inner_hook) - before
-                finally:
-                    for h in hooks:
-                        native.remove(h)
-                self.assertEqual(r, 42)  # None if the second delegation reached inner again
-                self.assertEqual(len(runs), 1)
-                self.assertEqual(seen, 1)
+        for above, between, below, table in itertools.product((False, True), (False, True), (False, True), tables):
+            variant = dict(above=above, between=between, below=below, table=table)
+            native.set_table_delegation(table)
+            hooks, below_log = [], []
+            del runs[:]
+            try:
+                if above:
+                    hooks.append(native.add(uname("above"), 50, "pass", None))
+                hooks.append(native.add(uname("outer"), 100, outer_mode, None, code=body.__code__))
+                if between:
+                    hooks.append(native.add(uname("between"), 500, "pass", None, only=handle))
+                inner_hook = native.add(uname("inner"), 1000, "no_consume", None, code=body.__code__)
+                hooks.append(inner_hook)
                 if below:
-                    self.assertEqual([e[1] for e in below_log], ["enter", "exit"])
-                self.assertEqual(body(), 42)
+                    hooks.append(native.add(uname("below"), 5000, "log", below_log, code=body.__code__))
+                before = native.count(inner_hook)
+                r = body()
+                seen = native.count(inner_hook) - before
+            finally:
+                for h in hooks:
+                    native.remove(h)
+            yield variant, r, len(runs), seen, [e[1] for e in below_log]
+            self.assertEqual(body(), 42)
 
+    def test_delegating_again_after_an_inner_hook_kept_the_frame(self):
+        # coextra_eval_next puts nothing back (the step to the next hook is a
+        # tail call), so the second delegation continues below inner: the
+        # hook below it, or the evaluator.  The frame runs exactly once,
+        # inner sees it once, the hook below once, and the result is the
+        # frame's own (None if the second delegation reached inner again).
+        for variant, r, runs, seen, below_log in self._delegate_twice("next_twice", (False, True)):
+            with self.subTest(**variant):
+                self.assertEqual((r, runs, seen), (42, 1, 1))
+                self.assertEqual(below_log, ["enter", "exit"] if variant["below"] else [])
 
     def test_delegating_again_through_a_first_1_2_header(self):
-        # The same, with the outer hook built against the first 1.2 header
-        # (its coextra_eval_next put `next` back after the step returned):
-        # its second delegation reaches inner again, which keeps the frame
-        # again; coextra finishes it with what outer returns.  Mixed with
-        # today's tail-calling hooks in front, between and below: the frame
-        # never runs, nothing below inner sees it, nothing crashes.
-        runs = []
-
-        def body():
-            runs.append(1)
-            return 42
-
-        handle = native.reserve_slot(uname("hop-v12-only"))
-        self.addCleanup(native.release_slot, handle)
-        for above, between, below in itertools.product((False, True), repeat=3):
-            with self.subTest(above=above, between=between, below=below):
-                hooks, below_log = [], []
-                del runs[:]
-                try:
-                    if above:
-                        hooks.append(native.add(uname("above"), 50, "pass", None))
-                    hooks.append(native.add(uname("outer"), 100, "next_twice_v12", None, code=body.__code__))
-                    if between:
-                        hooks.append(native.add(uname("between"), 500, "pass", None, only=handle))
-                    inner_hook = native.add(uname("inner"), 1000, "no_consume", None, code=body.__code__)
-                    hooks.append(inner_hook)
-                    if below:
-                        hooks.append(native.add(uname("below"), 5000, "log", below_log, code=body.__code__))
-                    before = native.count(inner_hook)
-                    r = body()
-                    seen = native.count(inner_hook) - before
-                finally:
-                    for h in hooks:
-                        native.remove(h)
-                self.assertIsNone(r)
-                self.assertEqual(runs, [])
-                self.assertEqual(seen, 2)
+        # The outer hook built against the first 1.2 header (its
+        # coextra_eval_next put `next` back after the step returned): its
+        # second delegation reaches inner again, which keeps the frame again;
+        # coextra finishes it with what outer returns.  Mixed with today's
+        # tail-calling hooks in front, between and below: the frame never
+        # runs, nothing below inner sees it, nothing crashes.
+        for variant, r, runs, seen, below_log in self._delegate_twice("next_twice_v12", (False,)):
+            with self.subTest(**variant):
+                self.assertEqual((r, runs, seen), (None, 0, 2))
                 self.assertEqual(below_log, [])
-                self.assertEqual(body(), 42)
 
 
 class TestThreads(ChainTestCase):

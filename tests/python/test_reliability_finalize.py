@@ -19,6 +19,18 @@ def on_free(value, _write=os.write, _fd=FD, _str=str):
     # runs during finalization too, when even the builtins may be gone: only what the defaults hold
     _write(_fd, b"%s\\n" % _str(value).encode())
 
+def interp_dict():
+    # The interpreter dict, where the runtime's capsule is published; a
+    # borrowed reference: cast, so that ctypes does not own it.
+    import ctypes
+    api = ctypes.pythonapi
+    api.PyInterpreterState_Get.restype = ctypes.c_void_p
+    api.PyInterpreterState_GetDict.restype = ctypes.c_void_p
+    api.PyInterpreterState_GetDict.argtypes = [ctypes.c_void_p]
+    return ctypes.cast(api.PyInterpreterState_GetDict(api.PyInterpreterState_Get()), ctypes.py_object).value
+
+RUNTIME_KEY = "coextra.runtime.abi" + str(coextra.ABI_VERSION[0])
+
 def fresh_code(tag):
     mod = compile("def %s(x):\\n    return x\\n" % tag, "<%s>" % tag, "exec")
     return [c for c in mod.co_consts if hasattr(c, "co_code")][0]
@@ -156,19 +168,12 @@ class FinalizeCase(unittest.TestCase):
         for when in ("on_enter", "on_exit"):
             with self.subTest(when=when):
                 r = self.run_script('''
-                    import ctypes
-                    api = ctypes.pythonapi
-                    api.PyInterpreterState_Get.restype = ctypes.c_void_p
-                    # a borrowed reference: cast, so that ctypes does not own it
-                    api.PyInterpreterState_GetDict.restype = ctypes.c_void_p
-                    api.PyInterpreterState_GetDict.argtypes = [ctypes.c_void_p]
-                    d = ctypes.cast(api.PyInterpreterState_GetDict(api.PyInterpreterState_Get()),
-                                    ctypes.py_object).value
+                    d = interp_dict()
                     def target():
                         return 1
                     def close(code):
                         if code is target.__code__:
-                            d.pop("coextra.runtime.abi" + str(coextra.ABI_VERSION[0]))
+                            d.pop(RUNTIME_KEY)
                     coextra.add_hook("fin.close.a", priority=100, WHEN=close)
                     coextra.add_hook("fin.close.b", priority=200, on_enter=id)
                     assert target() == 1
@@ -183,15 +188,9 @@ class FinalizeCase(unittest.TestCase):
         # freed runtime: -X dev poisons freed memory), and a runtime created
         # afterwards for the same interpreter must bind it again.
         r = self.run_script('''
-            import ctypes, importlib
+            import importlib
             import coextra_test_native as native
-            api = ctypes.pythonapi
-            api.PyInterpreterState_Get.restype = ctypes.c_void_p
-            api.PyInterpreterState_GetDict.restype = ctypes.c_void_p
-            api.PyInterpreterState_GetDict.argtypes = [ctypes.c_void_p]
-            d = ctypes.cast(api.PyInterpreterState_GetDict(api.PyInterpreterState_Get()),
-                            ctypes.py_object).value
-            key = "coextra.runtime.abi" + str(coextra.ABI_VERSION[0])
+            d = interp_dict()
             seen = []
             def target():
                 return 1
@@ -201,7 +200,7 @@ class FinalizeCase(unittest.TestCase):
             assert ours != before
             target()
             assert seen.count(target.__code__) == 1, seen
-            d.pop(key)  # the runtime closes: its hooks go, the function is given back
+            d.pop(RUNTIME_KEY)  # the runtime closes: its hooks go, the function is given back
             del seen[:]
             assert native.eval_frame_func() == before
             for _ in range(3):
