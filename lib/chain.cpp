@@ -20,24 +20,15 @@ std::atomic<uint64_t> g_hook_seq{0};
 PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag);
 PyObject *dispatch_main(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag);
 
-// The main interpreter's runtime and its path, for dispatch_main: see there.
-// Read and written only under the main interpreter's GIL: by dispatch_main,
-// which runs only there, and by the main interpreter's runtimes (creation,
-// refresh_fast, close), which test their own `dispatcher` first, so that a
-// subinterpreter's thread (its own GIL on 3.12+) never touches it.
-struct MainDispatch {
-    FastPath path = &dispatch_general_rt; // rt->fast_path while rt is set
-    Runtime *rt = nullptr;
-};
-MainDispatch g_main; // internal linkage: direct loads, no GOT (see g_entries)
+// The runtime dispatch_main serves: the main interpreter's, or g_unbound
+// (none yet, or closed).  One pointer, so that a reader never pairs one
+// runtime with another's path; published after the runtime is complete.
+// Written only under the main interpreter's GIL (its runtime's creation and
+// close, which test their own `dispatcher` first).
+Runtime g_unbound; // fast_path stays dispatch_general_rt, which looks the runtime up
+std::atomic<Runtime *> g_main{&g_unbound}; // internal linkage: direct loads, no GOT (see g_entries)
 
-// Whether rt is the runtime dispatch_main serves now (the main interpreter's,
-// and not one closed since and replaced).
-inline bool serves_main(const Runtime *rt) noexcept {
-    return rt->dispatcher == &dispatch_main && g_main.rt == rt;
-}
-
-// The eval-frame function this runtime installs (bind_dispatcher).
+// The eval-frame function this runtime installs (dispatcher_for, at creation).
 inline coextra_raw_eval_fn dispatcher(const Runtime *rt) noexcept { return rt->dispatcher; }
 
 inline coextra_hook *handle_of(const HookRec *h) noexcept {
@@ -94,8 +85,6 @@ void refresh_fast(Runtime *rt) noexcept {
     rt->fast_only = ok ? h->only : coextra_slot{0, 0};
     rt->fast_only_bit = ok ? h->only_bit : 0;
     rt->fast_path = ok ? pick_fast_path(rt->chain) : &dispatch_general_rt;
-    if (serves_main(rt))
-        g_main.path = rt->fast_path;
 }
 
 void apply_install(Runtime *rt) noexcept {
@@ -561,12 +550,13 @@ FastPath pick_fast_path(const Chain *c) noexcept {
     return filtered ? &fast_filtered : &fast_chain;
 }
 
-// The eval-frame function coextra installs.  Per frame: one compare to find
-// the runtime (the first interpreter's; others take the general path), then
-// a tail call into the path refresh_fast picked; with one hook and the
-// inline coextra_eval_next, the hook calls the evaluator directly.  No
-// allocation, no hash lookup, no Python call (Python-level hooks are
-// ordinary hooks of the bindings).
+// The eval-frame function coextra installs on every interpreter but the main
+// one (which gets dispatch_main, below).  Per frame: one compare to find the
+// runtime (entry 0's, normally the main interpreter's, so a subinterpreter
+// usually takes the general path's lookup), then a tail call into the path
+// refresh_fast picked; with one hook and the inline coextra_eval_next, the
+// hook calls the evaluator directly.  No allocation, no hash lookup, no
+// Python call (Python-level hooks are ordinary hooks of the bindings).
 PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
     Runtime *rt;
     if (!dispatch_first(tstate->interp, &rt))
@@ -575,42 +565,42 @@ PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag)
 }
 
 // The main interpreter's eval-frame function: dispatch() without the lookup,
-// two loads and a jump.  It is installed only on the main interpreter, and
-// CPython calls an interpreter's eval-frame function only for that
-// interpreter's frames (ceval reads tstate->interp->eval_frame on every
-// version since PEP 523, 3.6; 3.11+ in _PyEval_EvalFrame), so the runtime is
-// known without comparing interpreters.  A foreign tool installed over us
-// captured this pointer from the main interpreter and calls it for the main
-// interpreter's frames.  (A tool that shared one captured pointer across
-// interpreters would already run one interpreter's frames through another's
-// evaluator; it is not supported.)  With no runtime, or a closed one, the
-// path is the general one, which looks the runtime up as dispatch() does.
+// one load and a jump through the runtime's path.  It is installed only on
+// the main interpreter, and CPython calls an interpreter's eval-frame
+// function only for that interpreter's frames (ceval reads
+// tstate->interp->eval_frame, every version since PEP 523), so the runtime
+// is known without comparing interpreters.  A foreign tool installed over us
+// captured this pointer from the main interpreter and must call it only for
+// the main interpreter's frames, as PEP 523 means a captured function to be
+// used.  A tool that keeps one captured pointer for every interpreter (a
+// process-wide `prev`) and is enabled in several would run the main
+// interpreter's hooks on another interpreter's frames: unsupported, and
+// documented (docs/cpython-limitations.md); guarding against it would cost
+// a compare on every frame, as much as the lookup this function saves.
 PyObject *dispatch_main(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
-    return g_main.path(tstate, raw, throwflag, g_main.rt);
+    Runtime *rt = g_main.load(std::memory_order_acquire);
+    return rt->fast_path(tstate, raw, throwflag, rt);
 }
 
 } // namespace
 
+coextra_raw_eval_fn dispatcher_for(PyInterpreterState *interp) noexcept {
+    return interp == PyInterpreterState_Main() ? &dispatch_main : &dispatch;
+}
+
 void bind_dispatcher(Runtime *rt) noexcept {
-    if (rt->interp != PyInterpreterState_Main()) {
-        rt->dispatcher = &dispatch;
-        return;
-    }
     // A closed runtime of the main interpreter unbound itself at close; a
     // new one (the interpreter dict's entry recreated) takes its place.
-    rt->dispatcher = &dispatch_main;
-    g_main.rt = rt;
-    g_main.path = rt->fast_path;
+    if (rt->dispatcher == &dispatch_main)
+        g_main.store(rt, std::memory_order_release);
 }
 
 // (Closing already turned the path general through refresh_fast, so the
-// runtime would not be read again; this drops the pointer itself before the
+// runtime would not be run again; this drops the pointer itself before the
 // runtime can be freed.)
 void unbind_dispatcher(Runtime *rt) noexcept {
-    if (!serves_main(rt))
-        return;
-    g_main.path = &dispatch_general_rt;
-    g_main.rt = nullptr;
+    if (rt->dispatcher == &dispatch_main && g_main.load(std::memory_order_relaxed) == rt)
+        g_main.store(&g_unbound, std::memory_order_release);
 }
 
 PyObject *dispatch_general_rt(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *) {

@@ -17,9 +17,9 @@ PyInterpreterState *const g_no_list_head = nullptr;
 } // namespace
 coextra_fast_entry g_fast = {nullptr, -1, &g_no_list_head};
 
-// Entry 0 is normally the first interpreter: the dispatcher checks it inline
-// (runtime.hpp runtime_for).  More than kEntries interpreters at once fall
-// back to the interpreter-dict lookup.
+// Entry 0 is normally the first interpreter: dispatch() and runtime_for()
+// check it inline (runtime.hpp).  More than kEntries interpreters at once
+// fall back to the interpreter-dict lookup.
 InterpEntry g_entries[kEntries];
 
 namespace {
@@ -247,6 +247,7 @@ extern "C" const coextra_api *coextra_runtime_attach(void) {
         return nullptr;
     }
     rt->interp = interp;
+    rt->dispatcher = dispatcher_for(interp);
     rt->released_error = PyErr_NewExceptionWithDoc(
         "coextra.ReleasedError",
         "A coextra slot or hook handle was used after it was released or removed, or in another "

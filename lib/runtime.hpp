@@ -172,7 +172,7 @@ struct Runtime {
     bool tail_is_foreign = false;        // tail is not CPython's own evaluator
     bool tail_handed_back = false;       // tail was put back as the interpreter's function (chain.cpp)
     coextra_raw_frame *tail_raw = nullptr; // frame just handed to a foreign tail (loop guard)
-    coextra_raw_eval_fn dispatcher = nullptr; // the function we install (chain.cpp bind_dispatcher)
+    coextra_raw_eval_fn dispatcher = nullptr; // the function we install (dispatcher_for, at creation)
     // The dispatcher's path (chain.cpp refresh_fast): while we are installed
     // over CPython's own evaluator, one specialised for the snapshot `chain`;
     // else the general path, which sorts out idle, foreign and displaced
@@ -227,7 +227,9 @@ inline bool entry_holds(const Block *b, coextra_slot slot) noexcept {
 }
 
 // ---- runtime.cpp ----------------------------------------------------------
-// interpreter -> runtime, read by the dispatcher on every frame.  Entries are
+// interpreter -> runtime, read by dispatch() (the subinterpreters' eval-frame
+// function: the main interpreter's finds its runtime without a lookup, see
+// chain.cpp dispatch_main) on every frame, and by every API call.  Entries are
 // written once per runtime under the GIL of the writing interpreter and
 // cleared at close; readers only compare interpreter pointers they own, so a
 // concurrently changing foreign entry can never match them.
@@ -283,9 +285,11 @@ void runtime_close_slots(Runtime *rt) noexcept;
 // ---- chain.cpp ------------------------------------------------------------
 void runtime_close_hooks(Runtime *rt) noexcept;
 bool dispatcher_displaced(Runtime *rt) noexcept;
-// The main interpreter's runtime gets a dispatcher of its own that needs no
-// lookup (dispatch_main); others share the looking-up one.  Bound once the
-// runtime is published, unbound at close.
+// The main interpreter's runtime gets an eval-frame function of its own that
+// needs no lookup (dispatch_main); others share the looking-up one.  Chosen
+// at creation (Runtime::dispatcher), bound once the runtime is published,
+// unbound at close.
+coextra_raw_eval_fn dispatcher_for(PyInterpreterState *interp) noexcept;
 void bind_dispatcher(Runtime *rt) noexcept;
 void unbind_dispatcher(Runtime *rt) noexcept;
 

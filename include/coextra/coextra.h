@@ -144,8 +144,10 @@ typedef struct coextra_hop {
  * delegating is one direct call, with no trip through the table.  `next`
  * (ABI 1.2) is the step after the running hook when there are more hooks:
  * delegating is then one direct call to the next hook.  A frame already
- * finished (a second call) goes through the table, which fails it.  Hooks
- * never write these fields (the inline coextra_eval_next does). */
+ * finished (a second call) goes through the table, which fails it.  After a
+ * hook below returned without finishing the frame, both describe where that
+ * hook stood (see coextra_eval_next).  Hooks never write these fields (the
+ * inline coextra_eval_next does). */
 typedef struct coextra_frame_head {
     PyThreadState *tstate;
     void *raw;                   /* the frame CPython passed to the eval-frame function */
@@ -154,10 +156,11 @@ typedef struct coextra_frame_head {
     int reserved_;
     const coextra_hop *next;     /* ABI 1.2; never NULL while direct is NULL and consumed is 0
                                   * (unspecified while direct is set: nothing reads it then).
-                                  * It only moves on, one step at a time, and the last
-                                  * step finishes the frame (an earlier 1.2 header put it
-                                  * back by one step after the step returned, never
-                                  * behind where it found it). */
+                                  * This header's coextra_eval_next only moves it on, one
+                                  * step at a time, and the step past the last hook
+                                  * finishes the frame; one built against an earlier 1.2
+                                  * header puts it back after the step returns, never
+                                  * behind where it found it.  So it stays on a step. */
 } coextra_frame_head;
 
 /* CPython's per-code extra array (Include/internal/pycore_code.h,
@@ -367,7 +370,7 @@ static inline int coextra_hook_set_active(coextra_hook *hook, int active) {
  * delegated or called coextra_frame_return) continues below the hook that
  * returned: with the next hook, or the evaluator.  No frame runs twice, and
  * coextra finishes a frame nobody finished when the outermost hook returns.
- * (A consumer built against an earlier 1.2 header put `next` back, and
+ * (A consumer built against an earlier 1.2 header puts `next` back, and
  * reaches that hook again: both are safe; neither is part of the contract.) */
 static inline PyObject *coextra_eval_next(coextra_frame *frame, int throwflag) {
     coextra_frame_head *head = (coextra_frame_head *)frame;

@@ -17,7 +17,8 @@ enum mode {
     MODE_KEEP_FRAME,  /* append the frame object itself to list `arg` (it outlives the frame), delegate */
     MODE_FUNCTION,    /* append (coextra_frame_function or None, coextra_frame_globals) to list `arg`, delegate */
     MODE_NEXT_TWICE,  /* delegate, drop the result or error, delegate again and return that */
-    MODE_NEXT_TWICE_V12, /* the same through the first 1.2 header's coextra_eval_next (puts next back) */
+    MODE_NEXT_TWICE_V12, /* the same through an earlier 1.2 header's coextra_eval_next (puts next back by one) */
+    MODE_NEXT_TWICE_V12A, /* the same, putting next back to the step itself (the first 1.2 header) */
 };
 
 typedef struct hook_ctx {
@@ -53,11 +54,13 @@ static PyObject *next_of(coextra_frame *f, int throwflag) {
     return g_table_delegation ? coextra_api_ptr_->eval_next(f, throwflag) : coextra_eval_next(f, throwflag);
 }
 
-/* coextra_eval_next as the first ABI 1.2 header had it: after a step returns
- * it puts `direct` back to NULL and `next` back by one step.  Consumers built
- * against that header are out there; the runtime must stay safe with them
- * in the same chain as today's tail-calling one. */
-static PyObject *next_v12(coextra_frame *frame, int throwflag) {
+/* coextra_eval_next as the earlier ABI 1.2 headers had it: after a step
+ * returns it puts `direct` back to NULL and `next` back, to the step itself
+ * (absolute: the first, 0c57992) or by one step (relative: b463de5); the two
+ * differ once a tail-calling step below left `next` further on.  Consumers
+ * built against those headers are out there; the runtime must stay safe
+ * with them in the same chain as today's tail-calling one. */
+static PyObject *next_v12(coextra_frame *frame, int throwflag, int absolute) {
     coextra_frame_head *head = (coextra_frame_head *)frame;
     coextra_evaluator_fn direct = head->direct;
     if (direct != NULL) {
@@ -72,7 +75,10 @@ static PyObject *next_v12(coextra_frame *frame, int throwflag) {
         head->direct = hop->direct;
         r = hop->eval(frame, throwflag, hop->ctx);
         head->direct = NULL;
-        head->next -= 1;
+        if (absolute)
+            head->next = hop;
+        else
+            head->next -= 1;
         return r;
     }
     return coextra_api_ptr_->eval_next(frame, throwflag);
@@ -174,11 +180,12 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
         Py_XDECREF(r);
         return next_of(f, throwflag);
     case MODE_NEXT_TWICE_V12:
-        r = next_v12(f, throwflag);
+    case MODE_NEXT_TWICE_V12A:
+        r = next_v12(f, throwflag, c->mode == MODE_NEXT_TWICE_V12A);
         if (r == NULL)
             PyErr_Clear();
         Py_XDECREF(r);
-        return next_v12(f, throwflag);
+        return next_v12(f, throwflag, c->mode == MODE_NEXT_TWICE_V12A);
     case MODE_PASS:
     default:
         return next_of(f, throwflag);
@@ -187,7 +194,7 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
 
 static const char *mode_names[] = {"pass",  "log",         "memo",       "return",   "double_next",
                                    "no_consume", "frame_object", "raise", "remove_self", "keep_frame",
-                                   "function",   "next_twice", "next_twice_v12", NULL};
+                                   "function",   "next_twice", "next_twice_v12", "next_twice_v12a", NULL};
 
 /* add(name, priority, mode, arg=None, only=(0, 0), code=None) -> handle (int) */
 static PyObject *add(PyObject *m, PyObject *args, PyObject *kw) {

@@ -436,17 +436,19 @@ class TestHopPositions(ChainTestCase):
                 self.assertEqual((r, runs, seen), (42, 1, 1))
                 self.assertEqual(below_log, ["enter", "exit"] if variant["below"] else [])
 
-    def test_delegating_again_through_a_first_1_2_header(self):
-        # The outer hook built against the first 1.2 header (its
-        # coextra_eval_next put `next` back after the step returned): its
-        # second delegation reaches inner again, which keeps the frame again;
-        # coextra finishes it with what outer returns.  Mixed with today's
-        # tail-calling hooks in front, between and below: the frame never
-        # runs, nothing below inner sees it, nothing crashes.
-        for variant, r, runs, seen, below_log in self._delegate_twice("next_twice_v12", (False,)):
-            with self.subTest(**variant):
-                self.assertEqual((r, runs, seen), (None, 0, 2))
-                self.assertEqual(below_log, [])
+    def test_delegating_again_through_an_earlier_1_2_header(self):
+        # The outer hook built against an earlier 1.2 header (its
+        # coextra_eval_next put `next` back after the step returned: by one
+        # step, or to the step itself): its second delegation reaches inner
+        # again, which keeps the frame again; coextra finishes it with what
+        # outer returns.  Mixed with today's tail-calling hooks in front,
+        # between and below: the frame never runs, nothing below inner sees
+        # it, nothing crashes.
+        for mode in ("next_twice_v12", "next_twice_v12a"):
+            for variant, r, runs, seen, below_log in self._delegate_twice(mode, (False,)):
+                with self.subTest(mode=mode, **variant):
+                    self.assertEqual((r, runs, seen), (None, 0, 2))
+                    self.assertEqual(below_log, [])
 
 
 class TestThreads(ChainTestCase):
