@@ -28,9 +28,6 @@ PyObject *dispatch_main(PyThreadState *tstate, coextra_raw_frame *raw, int throw
 Runtime g_unbound; // fast_path stays dispatch_general_rt, which looks the runtime up
 std::atomic<Runtime *> g_main{&g_unbound}; // internal linkage: direct loads, no GOT (see g_entries)
 
-// The eval-frame function this runtime installs (dispatcher_for, at creation).
-inline coextra_raw_eval_fn dispatcher(const Runtime *rt) noexcept { return rt->dispatcher; }
-
 inline coextra_hook *handle_of(const HookRec *h) noexcept {
     return reinterpret_cast<coextra_hook *>(static_cast<uintptr_t>(h->id));
 }
@@ -95,7 +92,7 @@ void apply_install(Runtime *rt) noexcept {
 void apply_install_state(Runtime *rt) noexcept {
     const bool want = rt->chain != nullptr;
     coextra_raw_eval_fn current = coextra_fc_get_eval(rt->interp);
-    const bool ours = current == dispatcher(rt);
+    const bool ours = current == rt->dispatcher;
     // A tail we have handed back owns the interpreter again and may leave at
     // any time: if our pointer comes back later (restored by a tool that had
     // captured it), what lies below is unknown, so never reinstate that tail.
@@ -104,7 +101,7 @@ void apply_install_state(Runtime *rt) noexcept {
     if (want && !rt->installed) {
         if (!ours) {
             rt->tail = current; // the foreign tool (or the default) becomes our tail
-            coextra_fc_set_eval(rt->interp, dispatcher(rt));
+            coextra_fc_set_eval(rt->interp, rt->dispatcher);
         } else if (!tail_known) {
             rt->tail = coextra_fc_default_eval();
         }
@@ -608,7 +605,7 @@ PyObject *dispatch_general_rt(PyThreadState *tstate, coextra_raw_frame *raw, int
 }
 
 bool dispatcher_displaced(Runtime *rt) noexcept {
-    return rt->installed && coextra_fc_get_eval(rt->interp) != dispatcher(rt);
+    return rt->installed && coextra_fc_get_eval(rt->interp) != rt->dispatcher;
 }
 
 void runtime_close_hooks(Runtime *rt) noexcept {
@@ -839,7 +836,7 @@ PyObject *status_info() {
         return nullptr;
     apply_install(rt); // the check the contract promises in status(): see the idle case there
     coextra_raw_eval_fn current = coextra_fc_get_eval(rt->interp);
-    const bool installed = current == dispatcher(rt);
+    const bool installed = current == rt->dispatcher;
     const bool displaced = dispatcher_displaced(rt);
     coextra_raw_eval_fn def = coextra_fc_default_eval();
     const bool foreign = rt->installed ? rt->tail != def : (current != def && !installed);

@@ -34,7 +34,10 @@ void publish_key(char *buf, std::size_t n, unsigned major) {
 // withdrawn in the opposite order: whoever sees an entry's interp equal to
 // its own also sees that entry's runtime (the dispatcher relies on it and
 // does not test rt for NULL; see runtime.hpp dispatch_first).
+// Also the main interpreter's dispatcher (chain.cpp dispatch_main), which
+// reads its runtime without a lookup: bound with the entry, unbound first.
 void register_entry(Runtime *rt) noexcept {
+    bind_dispatcher(rt);
     for (auto &e : g_entries) {
         Runtime *expected = nullptr;
         if (e.rt.compare_exchange_strong(expected, rt)) {
@@ -45,6 +48,7 @@ void register_entry(Runtime *rt) noexcept {
 }
 
 void unregister_entry(Runtime *rt) noexcept {
+    unbind_dispatcher(rt);
     for (auto &e : g_entries) {
         if (e.rt.load() == rt) {
             e.interp.store(nullptr);
@@ -91,7 +95,6 @@ void close_capsule(PyObject *cap) {
     rt->closed = true;
     runtime_close_hooks(rt);
     runtime_close_slots(rt);
-    unbind_dispatcher(rt);
     unregister_entry(rt);
     Py_CLEAR(rt->released_error);
     runtime_decref(rt);
@@ -285,7 +288,6 @@ extern "C" const coextra_api *coextra_runtime_attach(void) {
     }
     Py_DECREF(cap);
     register_entry(rt);
-    bind_dispatcher(rt);
     if (g_fast.interp == nullptr) {
         g_fast.co_extra_index = -1;
         g_fast.interp = interp;
