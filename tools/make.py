@@ -13,6 +13,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("COEXTRA_BUILD_DIR") or os.path.join(ROOT, "build")
 MIN_VERSION = (3, 9)
+SIDROOT = os.path.join(ROOT, "tools", "sidroot.sh")
+# Interpreters from Debian sid, run inside the sid root (tools/sidroot.sh): (tag, exe inside the root).
+SID_PYTHONS = [("py3.13-sid", "/usr/bin/python3.13"), ("py3.14", "/usr/bin/python3.14"),
+               ("py3.14d", "/usr/bin/python3.14d"), ("py3.15", "/usr/bin/python3.15")]
 
 
 def log(msg):
@@ -26,43 +30,79 @@ def pyenv_root():
         return os.path.expanduser("~/.pyenv")
 
 
-def python_version(exe):
-    out = subprocess.run([exe, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                         capture_output=True, text=True, timeout=60)
+class Interp:
+    """One row of the matrix: an interpreter, where it runs, and the tag its build is named by."""
+
+    def __init__(self, exe, kind, tag=None):
+        self.exe, self.kind, self.tag = exe, kind, tag  # kind: "pyenv" | "system" | "sid"
+
+    @property
+    def sid(self):
+        return self.kind == "sid"
+
+    def wrap(self, cmd, cwd=ROOT):
+        """cmd as it must be run for this interpreter: inside the sid root for sid rows (the
+        checkout is mounted there at the same path, so every path stays valid)."""
+        return ["bash", SIDROOT, "run", "-C", cwd] + list(cmd) if self.sid else list(cmd)
+
+    def exists(self):
+        if self.sid:
+            root = subprocess.run(["bash", SIDROOT, "path"], capture_output=True, text=True).stdout.strip()
+            return os.path.exists(root + self.exe)
+        return os.path.exists(self.exe)
+
+
+def python_version(interp):
+    out = subprocess.run(interp.wrap([interp.exe, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]),
+                         capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip())
     return out.stdout.strip()
 
 
 def find_pythons():
-    """[(tag, exe)].  PYTHONS="exe exe ..." overrides discovery."""
-    found = []
+    """[Interp].  PYTHONS="exe sid:exe ..." overrides discovery (sid:EXE = EXE inside the sid root);
+    COEXTRA_SID=0 leaves out the sid rows (reported, never silent)."""
     if os.environ.get("PYTHONS"):
-        exes = os.environ["PYTHONS"].split()
+        found = []
+        for exe in os.environ["PYTHONS"].split():
+            if exe.startswith("sid:"):
+                exe = exe[4:]
+                tags = [t for t, e in SID_PYTHONS if e == exe or os.path.basename(e) == exe]
+                found.append(Interp(exe if exe.startswith("/") else "/usr/bin/" + exe, "sid",
+                                    tags[0] if tags else None))
+            else:
+                found.append(Interp(exe, "pyenv" if exe.startswith(pyenv_root()) else "system"))
+        return found
+    exes = []
+    for d in sorted(glob.glob(os.path.join(pyenv_root(), "versions", "*"))):
+        m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", os.path.basename(d))
+        if m and (int(m[1]), int(m[2])) >= MIN_VERSION:
+            exes.append(os.path.join(d, "bin", "python%s.%s" % (m[1], m[2])))
+    exes.sort(key=lambda e: [int(x) for x in re.findall(r"python(\d+)\.(\d+)", e)[0]])
+    found = [Interp(e, "pyenv") for e in exes]
+    if os.path.exists("/usr/bin/python3"):
+        found.append(Interp("/usr/bin/python3", "system"))
+    if os.environ.get("COEXTRA_SID", "1") != "0":
+        found += [Interp(exe, "sid", tag) for tag, exe in SID_PYTHONS]
     else:
-        exes = []
-        for d in sorted(glob.glob(os.path.join(pyenv_root(), "versions", "*"))):
-            m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", os.path.basename(d))
-            if m and (int(m[1]), int(m[2])) >= MIN_VERSION:
-                exes.append(os.path.join(d, "bin", "python%s.%s" % (m[1], m[2])))
-        exes.sort(key=lambda e: [int(x) for x in re.findall(r"python(\d+)\.(\d+)", e)[0]])
-        if os.path.exists("/usr/bin/python3"):
-            exes.append("/usr/bin/python3")
-    for exe in exes:
-        system = not exe.startswith(pyenv_root())
-        found.append((exe, system))
+        log("COEXTRA_SID=0: the sid rows (%s) are NOT run" % ", ".join(t for t, _ in SID_PYTHONS))
     return found
 
 
-def tag_for(exe, system):
-    ver = python_version(exe)
-    short = ".".join(ver.split(".")[:2])
-    return ("py%s-system" % short) if system else ("py%s" % short), ver
+def tag_for(interp):
+    ver = python_version(interp)
+    if interp.tag is None:
+        short = ".".join(ver.split(".")[:2])
+        interp.tag = {"system": "py%s-system", "sid": "py%s-sid"}.get(interp.kind, "py%s") % short
+    return interp.tag, ver
 
 
-def run(cmd, log_path=None, timeout=1800, env=None, cwd=ROOT):
-    """Run cmd; output to log_path (or captured).  Returns (rc, output)."""
+def run(cmd, log_path=None, timeout=1800, env=None, cwd=ROOT, interp=None):
+    """Run cmd (inside the sid root for a sid interp); output to log_path (or captured).  Returns (rc, output)."""
     t0 = time.time()
+    if interp is not None:
+        cmd = interp.wrap(cmd, cwd)
     try:
         p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -76,50 +116,58 @@ def run(cmd, log_path=None, timeout=1800, env=None, cwd=ROOT):
     return rc, out
 
 
-def setup_deps():
+def setup_deps(interps=()):
     rc, out = run(["bash", os.path.join(ROOT, "tools", "setup-deps.sh")], timeout=1800)
     if rc != 0:
         log(out)
         sys.exit("setup-deps failed")
+    if any(i.sid for i in interps):
+        # Not fatal here: a sid row whose interpreter is missing fails loudly below.
+        t0 = time.time()
+        rc, out = run(["bash", SIDROOT, "ensure"], timeout=3000)
+        log(("sid root: %s (%.0fs)" % (out.strip().splitlines()[-1] if out.strip() else "ready", time.time() - t0))
+            if rc == 0 else "SID ROOT SET-UP FAILED (rc=%d):\n%s" % (rc, out))
 
 
-def build_one(tag, exe, logf, extra_opts=()):
+def build_one(tag, interp, logf, extra_opts=()):
     """Configure, compile and install into build/<tag>/ (the importable tree)."""
     bdir = os.path.join(BUILD, "meson-" + tag)
     stage = os.path.join(BUILD, tag)
     prefix = os.path.join(BUILD, "install-" + tag)
     if not os.path.exists(os.path.join(bdir, "build.ninja")):
-        rc, out = run(["meson", "setup", bdir, "-Dpython=" + exe, "--prefix=" + prefix,
+        rc, out = run(["meson", "setup", bdir, "-Dpython=" + interp.exe, "--prefix=" + prefix,
                        "-Dpython.platlibdir=" + stage, "-Dpython.purelibdir=" + stage] + list(extra_opts)
                       + os.environ.get("COEXTRA_MESON_OPTS", "").split(),
-                      logf)
+                      logf, interp=interp)
         if rc != 0:
             return False, "meson setup failed"
-    rc, out = run(["meson", "compile", "-C", bdir], logf)
+    rc, out = run(["meson", "compile", "-C", bdir], logf, interp=interp)
     if rc != 0:
         return False, "compile failed"
-    rc, out = run(["meson", "install", "-C", bdir, "--quiet"], logf)
+    rc, out = run(["meson", "install", "-C", bdir, "--quiet"], logf, interp=interp)
     if rc != 0:
         return False, "install failed"
     return True, ""
 
 
 def cmd_build(args):
-    setup_deps()
+    interps = find_pythons()
+    setup_deps(interps)
     os.makedirs(BUILD, exist_ok=True)
     ok_all = True
     results = []
-    for exe, system in find_pythons():
-        if not os.path.exists(exe):
-            log("MISSING: %s" % exe)
+    for interp in interps:
+        if not interp.exists():
+            log("MISSING: %s%s" % (interp.exe, " (in the sid root)" if interp.sid else ""))
+            results.append((interp.tag or interp.exe, interp, "?", False, "interpreter missing"))
             ok_all = False
             continue
-        tag, ver = tag_for(exe, system)
+        tag, ver = tag_for(interp)
         logf = os.path.join(BUILD, "log-%s.txt" % tag)
         open(logf, "w").close()
-        ok, why = build_one(tag, exe, logf)
+        ok, why = build_one(tag, interp, logf)
         log("%-16s %-8s %s" % (tag, ver, "built" if ok else "BUILD FAILED: %s (see %s)" % (why, logf)))
-        results.append((tag, exe, ver, ok, why))
+        results.append((tag, interp, ver, ok, why))
         ok_all &= ok
     return ok_all, results
 
@@ -127,12 +175,12 @@ def cmd_build(args):
 # ---- suites ---------------------------------------------------------------
 # Each suite returns (passed, failed, detail) for one Python.
 
-def suite_doctest(tag, exe, logf):
+def suite_doctest(tag, interp, logf):
     binary = os.path.join(BUILD, "meson-" + tag, "tests", "test_runtime")
     if not os.path.exists(binary):
         return 0, 1, "doctest binary missing"
-    env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, tag), PYTHONHOME=sys_prefix(exe))
-    rc, out = run([binary], logf, timeout=600, env=env)
+    env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, tag), PYTHONHOME=sys_prefix(interp))
+    rc, out = run([binary], logf, timeout=600, env=env, interp=interp)
     m = re.search(r"test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed", out)
     if not m:
         return 0, 1, "no doctest summary (rc=%d)" % rc
@@ -142,16 +190,17 @@ def suite_doctest(tag, exe, logf):
     return passed, failed, ""
 
 
-def sys_prefix(exe):
-    return subprocess.run([exe, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True).stdout.strip()
+def sys_prefix(interp):
+    return subprocess.run(interp.wrap([interp.exe, "-c", "import sys; print(sys.prefix)"]), capture_output=True,
+                          text=True).stdout.strip()
 
 
-def suite_unittest(tag, exe, logf, directory="tests/python"):
+def suite_unittest(tag, interp, logf, directory="tests/python"):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(BUILD, tag), os.path.join(ROOT, directory)]),
                COEXTRA_BUILD_TAG=tag, PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONHOME", None)
-    rc, out = run([exe, os.path.join(ROOT, "tests", "run_unittests.py"), os.path.join(ROOT, directory)],
-                  logf, timeout=1800, env=env)
+    rc, out = run([interp.exe, os.path.join(ROOT, "tests", "run_unittests.py"), os.path.join(ROOT, directory)],
+                  logf, timeout=1800, env=env, interp=interp)
     m = re.search(r"^COEXTRA-RESULT passed=(\d+) failed=(\d+) skipped=(\d+)$", out, re.M)
     if not m:
         return 0, 1, "no result line (rc=%d)" % rc
@@ -161,13 +210,13 @@ def suite_unittest(tag, exe, logf, directory="tests/python"):
     return passed, failed, ("%s skipped" % m[3]) if int(m[3]) else ""
 
 
-def suite_packaging(tag, exe, logf):
+def suite_packaging(tag, interp, logf):
     """pip install into a venv, pkg-config, the out-of-tree template: Debian's Python only (python3-mesonpy)."""
     if not tag.endswith("-system"):
         return 0, 0, "n/a (system Python only)"
-    rc, out = run(["bash", os.path.join(ROOT, "tests", "packaging", "run_packaging.sh"), exe,
+    rc, out = run(["bash", os.path.join(ROOT, "tests", "packaging", "run_packaging.sh"), interp.exe,
                    os.path.join(BUILD, "install-" + tag), os.path.join(BUILD, "packaging-" + tag)],
-                  logf, timeout=1200)
+                  logf, timeout=1200, interp=interp)
     passed = len(re.findall(r"^PASS ", out, re.M))
     failed = len(re.findall(r"^FAIL ", out, re.M))
     if rc != 0 or passed == 0:
@@ -175,20 +224,20 @@ def suite_packaging(tag, exe, logf):
     return passed, failed, ""
 
 
-def suite_bench(tag, exe, logf):
+def suite_bench(tag, interp, logf):
     """bench/run_bench.py --quick: the benchmark harness runs end to end (tiny sizes, nothing timed is asserted)."""
     env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, tag), COEXTRA_BUILD_TAG=tag, PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONHOME", None)
-    rc, out = run([exe, os.path.join(ROOT, "bench", "run_bench.py"), "--quick"], logf, timeout=300, env=env)
+    rc, out = run([interp.exe, os.path.join(ROOT, "bench", "run_bench.py"), "--quick"], logf, timeout=300, env=env, interp=interp)
     return (1, 0, "") if rc == 0 else (0, 1, "bench --quick rc=%d" % rc)
 
 
-def suite_cpython(tag, exe, logf):
+def suite_cpython(tag, interp, logf):
     """CPython's own regression tests with three hooks active vs without: same failures."""
     env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, tag), PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONHOME", None)
-    rc, out = run([exe, os.path.join(ROOT, "tests", "cpython_suite", "run_suite.py"), "--compare"],
-                  logf, timeout=2400, env=env)
+    rc, out = run([interp.exe, os.path.join(ROOT, "tests", "cpython_suite", "run_suite.py"), "--compare"],
+                  logf, timeout=3000, env=env, interp=interp)
     m = re.search(r"^COEXTRA-RESULT passed=(\d+) failed=(\d+) skipped=(\d+)$", out, re.M)
     if not m:
         return 0, 1, "no result line (rc=%d)" % rc
@@ -209,7 +258,7 @@ def cmd_test(args):
     if not results:
         log("NO PYTHON FOUND")
         total_f += 1
-    for tag, exe, ver, ok, why in results:
+    for tag, interp, ver, ok, why in results:
         logf = os.path.join(BUILD, "log-%s.txt" % tag)
         if not ok:
             rows.append((tag, ver, "BUILD", 0, 1, why))
@@ -217,7 +266,7 @@ def cmd_test(args):
             continue
         for name, fn in SUITES:
             t0 = time.time()
-            p, f, detail = fn(tag, exe, logf)
+            p, f, detail = fn(tag, interp, logf)
             rows.append((tag, ver, name, p, f, ("%s %.0fs" % (detail, time.time() - t0)).strip()))
             total_p += p
             total_f += f
@@ -251,9 +300,10 @@ def cmd_demo(args):
     if not ok or not results:
         print("\n".join(messages))
         return 1
-    tag, exe = results[0][0], results[0][1]
+    tag, interp = results[0][0], results[0][1]
     env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, tag))
-    return subprocess.call([exe, os.path.join(ROOT, "examples", "coexist", "demo.py")], env=env, cwd=ROOT)
+    return subprocess.call(interp.wrap([interp.exe, os.path.join(ROOT, "examples", "coexist", "demo.py")]),
+                           env=env, cwd=ROOT)
 
 
 def cmd_bench(args):
@@ -261,9 +311,11 @@ def cmd_bench(args):
     if not ok:
         return 1
     rc = 0
-    for tag, exe, ver, ok, why in results:
+    for tag, interp, ver, ok, why in results:
         env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, tag), COEXTRA_BUILD_TAG=tag)
-        rc |= subprocess.call([exe, os.path.join(ROOT, "bench", "run_bench.py")] + args.rest, env=env, cwd=ROOT)
+        env.pop("PYTHONHOME", None)
+        rc |= subprocess.call(interp.wrap([interp.exe, os.path.join(ROOT, "bench", "run_bench.py")] + args.rest),
+                              env=env, cwd=ROOT)
     return rc
 
 

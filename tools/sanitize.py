@@ -38,16 +38,16 @@ def asan_runtime():
 
 
 def select_pythons(m):
-    found = m.find_pythons()
+    found = [i for i in m.find_pythons() if not i.sid]  # sanitizer runtimes are the host's
     if os.environ.get("PYTHONS"):
         return found
     chosen = []
-    for exe, system in found:
-        if system:
+    for interp in found:
+        if interp.kind != "pyenv":
             continue
-        mm = re.search(r"python(\d+\.\d+)$", exe)
+        mm = re.search(r"python(\d+\.\d+)$", interp.exe)
         if mm and mm[1] in DEFAULT_VERSIONS:
-            chosen.append((exe, system))
+            chosen.append(interp)
     return chosen
 
 
@@ -264,8 +264,9 @@ def main(m, args):
     if asan_rt is None:
         rows.append(("-", "-", "sanitize", False, "no ASan runtime found"))
         pythons = []
-    for i, (exe, system) in enumerate(pythons):
-        tag, ver = m.tag_for(exe, system)
+    for i, interp in enumerate(pythons):
+        exe = interp.exe
+        tag, ver = m.tag_for(interp)
         base = os.path.join(m.BUILD, "asan-" + tag)
         os.makedirs(base, exist_ok=True)
         logf = os.path.join(base, "log.txt")
