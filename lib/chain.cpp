@@ -101,9 +101,15 @@ void apply_install_state(Runtime *rt) noexcept {
     if (want && !rt->installed) {
         if (!ours) {
             rt->tail = current; // the foreign tool (or the default) becomes our tail
-            coextra_fc_set_eval(rt->interp, rt->dispatcher);
+            // 3.15: its specialization opt-in, which our store resets, comes
+            // back with it when we hand the interpreter back.  Ours stays off:
+            // with it on, an evaluator below us that runs specialized calls
+            // inline would keep nested frames from the chain.
+            rt->tail_allow_spec = coextra_fc_eval_allows_specialization(rt->interp);
+            coextra_fc_set_eval(rt->interp, rt->dispatcher, 0);
         } else if (!tail_known) {
             rt->tail = coextra_fc_default_eval();
+            rt->tail_allow_spec = 0;
         }
         rt->tail_handed_back = false;
         rt->tail_is_foreign = rt->tail != coextra_fc_default_eval();
@@ -112,7 +118,7 @@ void apply_install_state(Runtime *rt) noexcept {
         rt->installed = true;
     } else if (!want && rt->installed) {
         if (ours) {
-            coextra_fc_set_eval(rt->interp, rt->tail);
+            coextra_fc_set_eval(rt->interp, rt->tail, rt->tail_allow_spec);
             rt->tail_handed_back = true;
         }
         rt->installed = false;
@@ -123,7 +129,10 @@ void apply_install_state(Runtime *rt) noexcept {
         // displaced dispatcher still forwards to, or CPython's evaluator.  No
         // active hook = no eval-frame function (CPython's inlining and
         // specialisation back on 3.11+).
-        coextra_fc_set_eval(rt->interp, tail_known ? rt->tail : coextra_fc_default_eval());
+        if (tail_known)
+            coextra_fc_set_eval(rt->interp, rt->tail, rt->tail_allow_spec);
+        else
+            coextra_fc_set_eval(rt->interp, coextra_fc_default_eval(), 0);
         rt->tail_handed_back = true;
     }
 }
@@ -371,9 +380,11 @@ inline bool unfinished(const coextra_frame &f) noexcept {
 // After the outermost hook returned: finish the frame if it neither
 // delegated nor returned through coextra_frame_return (on 3.12+ the frame
 // would leak: the callee owns it), exactly as frame_return does; unpin.
-inline PyObject *finish_frame(coextra_frame &f, PyObject *r) {
+inline PyObject *finish_frame(coextra_frame &f, PyObject *r, bool generator) {
     if (unfinished(f)) [[unlikely]]
         r = api::frame_return(view_address(f), r);
+    if (generator) // 3.15: yield or return, as the evaluator said (frame_compat.h)
+        coextra_fc_keep_return_kind(f.head.tstate, raw_of(&f));
     // Unpin, reading the snapshot back from the view (no register kept
     // across the hook call for it; never NULL here).
     Chain *pinned = f.chain;
@@ -388,6 +399,7 @@ inline PyObject *finish_frame(coextra_frame &f, PyObject *r) {
 inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag,
                            PyCodeObject *code, std::size_t j) {
     c->refs++;
+    const bool generator = coextra_fc_is_generator_frame(raw);
     coextra_frame f{{tstate, raw, nullptr, 0, 0, nullptr}, c};
 #if !COEXTRA_FC_FRAME_OUTLIVES_EVAL
     f.code = code; // the code the filters read, or nullptr: code_of's cache
@@ -405,7 +417,7 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
         f.head.next = c->hops + j + 1;
         r = h->eval(&f, throwflag, h->ctx);
     }
-    return finish_frame(f, r);
+    return finish_frame(f, r, generator);
 }
 
 // Everything but the fast path: no runtime or a closed one, idle, a foreign
@@ -482,9 +494,12 @@ inline PyObject *run_single_inline(PyThreadState *tstate, coextra_raw_frame *raw
 #if !COEXTRA_FC_FRAME_OUTLIVES_EVAL
     f.code = nullptr; // code_of's cache
 #endif
+    const bool generator = coextra_fc_is_generator_frame(raw);
     PyObject *r = rt->fast_eval(&f, throwflag, rt->fast_ctx);
     if (unfinished(f)) [[unlikely]]
-        return api::frame_return(view_address(f), r); // see finish_frame
+        r = api::frame_return(view_address(f), r); // see finish_frame
+    if (generator)
+        coextra_fc_keep_return_kind(tstate, raw); // see finish_frame
     return r;
 }
 
@@ -518,8 +533,9 @@ PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, in
 COEXTRA_NO_SLP PyObject *fast_chain(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
     Chain *c = rt->chain;
     c->refs++;
+    const bool generator = coextra_fc_is_generator_frame(raw);
     coextra_frame f{{tstate, raw, nullptr, 0, 0, c->hops + 1}, c};
-    return finish_frame(f, c->hops[0].eval(&f, throwflag, c->hops[0].ctx));
+    return finish_frame(f, c->hops[0].eval(&f, throwflag, c->hops[0].ctx), generator);
 }
 
 // Several hooks, the outermost with a filter: the first hook of the snapshot

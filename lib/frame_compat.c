@@ -1,4 +1,4 @@
-/* frame_compat.c: the one C translation unit that touches version-specific CPython frame/eval-frame/co_extra internals (3.9–3.13; 3.14 stubbed with #error). */
+/* frame_compat.c: the one C translation unit that touches version-specific CPython frame/eval-frame/co_extra internals (3.9–3.15). */
 
 /*
  * Everything in here is either a thin wrapper over an exported CPython entry
@@ -9,6 +9,9 @@
  * the CPython minor version they are compiled against; each one names the
  * CPython function it mirrors so that a reviewer can diff it against
  * Python/frame.c, Objects/frameobject.c, Python/ceval.c and Python/pystate.c.
+ *
+ * 3.14.10 and 3.15.2 (Debian sid's builds) were checked the same way, and
+ * against their internal headers.
  *
  * Exported (usable directly) vs hidden, per `nm -D`:
  *   3.9/3.10  _PyEval_EvalFrameDefault, _PyInterpreterState_{Get,Set}EvalFrameFunc,
@@ -22,6 +25,11 @@
  *   3.13.0    _PyEval_FrameClearAndPop, _PyThreadState_PopFrame,
  *             _PyEvalFramePushAndInit exported; _PyFrame_MakeAndSetFrameObject,
  *             _PyFrame_New_NoTrack, _PyFrame_ClearExceptCode             HIDDEN
+ *   3.14.10   as 3.13                                                    (same)
+ *   3.15.2    _PyFrame_MakeAndSetFrameObject, _PyFrame_New_NoTrack now
+ *             exported ("for external JIT support", gh-148659): called,
+ *             not copied; _PyInterpreterState_SetEvalFrameAllowSpecialization
+ *             and _PyInterpreterState_IsSpecializationEnabled are new  exported
  * Any call to a hidden symbol (including through a static inline helper of
  * the internal headers such as _PyFrame_GetFrameObject) compiles fine and
  * then fails at dlopen time with "undefined symbol".  Do not use them.
@@ -31,30 +39,6 @@
  * be chosen per version before Python.h is seen. */
 #include <patchlevel.h>
 
-#if PY_VERSION_HEX >= 0x030E0000
-/*
- * 3.14 is deliberately not implemented blind (no 3.14 headers on the build
- * machines).  The step is small but every item below must be checked against
- * the 3.14 sources (reference doc, 3.14 column):
- *  - include internal/pycore_interpframe.h + internal/pycore_stackref.h (C only;
- *    MSVC C++ rejects pycore_stackref.h) + internal/pycore_ceval.h; the struct
- *    lives in pycore_interpframe_structs.h.
- *  - f_executable and f_funcobj are _PyStackRef: use _PyFrame_GetCode(),
- *    PyStackRef_AsPyObjectBorrow(frame->f_funcobj), never `.bits`.  That
- *    includes the inline coextra_fc_code in frame_compat.h, which reads the
- *    code pointer raw at COEXTRA_FC_CODE_OFFSET: on 3.14 the offset is still
- *    0 (the static assertion would pass) but the word is a tagged stackref.
- *  - localsplus[] are _PyStackRef too (prologue code below: PyStackRef_FromPyObjectNew,
- *    PyStackRef_AsPyObjectBorrow, PyStackRef_XCLOSE); _PyFrame_GetBytecode()
- *    replaces _PyCode_CODE() for the instruction stream (tlbc under Py_GIL_DISABLED).
- *  - _PyFrame_New_NoTrack additionally initialises f_locals_cache and
- *    f_overwritten_fast_locals; re-read Python/frame.c _PyFrame_MakeAndSetFrameObject.
- *  - dispose: _PyEval_FrameClearAndPop stays exported (same as 3.13).
- *  - is_resume: owner == FRAME_OWNED_BY_GENERATOR (unchanged); check the
- *    FRAME_OWNED_BY_INTERPRETER / CSTACK renames.
- */
-#  error "coextra frame_compat.c: CPython 3.14+ is not implemented yet; see the checklist above this #error."
-#endif
 
 /* The internal headers (3.11+ _PyInterpreterFrame; every version's
  * _PyRuntimeState) refuse to compile without
@@ -73,15 +57,22 @@
 #include <stddef.h>
 #include <string.h>
 
-#include <internal/pycore_runtime.h>   /* _PyRuntime.interpreters.head (exported data, 3.9–3.14) */
+#include <internal/pycore_runtime.h>   /* _PyRuntime.interpreters.head (exported data, 3.9–3.15) */
 
 #if PY_VERSION_HEX < 0x030B0000
 #  include <frameobject.h>          /* PyFrameObject fields (public on 3.9/3.10) */
 #else
-#  include <opcode.h>               /* MAKE_CELL, COPY_FREE_VARS, EXTENDED_ARG (3.13: via opcode_ids.h) */
-#  include <internal/pycore_frame.h>
+#  include <opcode.h>               /* MAKE_CELL, COPY_FREE_VARS, EXTENDED_ARG (3.13+: via opcode_ids.h) */
+#  include <internal/pycore_frame.h> /* 3.11-3.13: _PyInterpreterFrame too; 3.14+: PyFrameObject only */
+#  if PY_VERSION_HEX >= 0x030E0000
+     /* 3.14+: the struct moved to pycore_interpframe_structs.h; this header
+      * brings it with pycore_stackref.h and the accessors (_PyFrame_GetCode,
+      * _PyFrame_GetBytecode).  C only: MSVC's C++ rejects pycore_stackref.h's
+      * designated initializers, one more reason this file is C. */
+#    include <internal/pycore_interpframe.h>
+#  endif
 #  if PY_VERSION_HEX >= 0x030D0000
-#    include <internal/pycore_ceval.h>  /* _PyEval_FrameClearAndPop (exported in 3.13) */
+#    include <internal/pycore_ceval.h>  /* _PyEval_FrameClearAndPop (exported since 3.13) */
 #  endif
 #endif
 
@@ -89,6 +80,32 @@
 
 #if PY_VERSION_HEX < 0x03090000
 #  error "coextra frame_compat.c needs CPython 3.9 or newer"
+#endif
+#if PY_VERSION_HEX >= 0x03100000
+#  error "coextra frame_compat.c: CPython 3.16+ is not checked yet; see docs/porting.md"
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* What changed where: one flag per behaviour, tested below instead of raw  */
+/* version numbers where a behaviour spans several versions.                */
+/* ------------------------------------------------------------------------ */
+
+/* 3.14+: the frame's code, function and locals are _PyStackRef (a tagged
+ * word), read with PyStackRef_AsPyObjectBorrow and written with
+ * PyStackRef_FromPyObject{New,Steal} / released with PyStackRef_XCLOSE. */
+#define FC_STACKREF (PY_VERSION_HEX >= 0x030E0000)
+/* 3.14+: the instruction stream of a frame is _PyFrame_GetBytecode(frame)
+ * (a per-thread copy in free-threaded builds), not _PyCode_CODE(code). */
+#define FC_FRAME_BYTECODE (PY_VERSION_HEX >= 0x030E0000)
+/* 3.15+: _PyFrame_MakeAndSetFrameObject / _PyFrame_New_NoTrack exported. */
+#define FC_EXPORTS_FRAME_OBJECT (PY_VERSION_HEX >= 0x030F0000)
+/* 3.15+: an eval-frame function may opt in to keep specialisation. */
+#define FC_EVAL_ALLOW_SPECIALIZATION (PY_VERSION_HEX >= 0x030F0000)
+
+#if FC_STACKREF && defined(Py_STACKREF_DEBUG)
+/* A Py_STACKREF_DEBUG build keeps stackrefs as indices into a table: the
+ * raw read of coextra_fc_code (frame_compat.h) would be meaningless. */
+#  error "coextra: CPython builds with Py_STACKREF_DEBUG are not supported"
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -103,7 +120,11 @@ typedef PyFrameObject fc_frame;
 
 #define FC(raw) ((fc_frame *)(void *)(raw))
 
-#if PY_VERSION_HEX >= 0x030D0000
+#if FC_STACKREF
+/* 3.14+: f_executable is a _PyStackRef (_PyFrame_GetCode reads it the same
+ * way, asserting it is a code object). */
+#  define FC_CODEOBJ(f) PyStackRef_AsPyObjectBorrow((f)->f_executable)
+#elif PY_VERSION_HEX >= 0x030D0000
 /* 3.13: f_executable is "code object or None" (None only for the shim frames
  * that never reach an eval-frame function). */
 #  define FC_CODEOBJ(f) ((PyObject *)(f)->f_executable)
@@ -142,14 +163,38 @@ coextra_fc_get_eval(PyInterpreterState *interp)
 }
 
 void
-coextra_fc_set_eval(PyInterpreterState *interp, coextra_raw_eval_fn fn)
+coextra_fc_set_eval(PyInterpreterState *interp, coextra_raw_eval_fn fn, int allow_specialization)
 {
     /* 3.11/3.12: storing _PyEval_EvalFrameDefault stores NULL, which re-enables
      * Python-to-Python call inlining and PEP 523-sensitive specialisations.
      * 3.13: a non-default store also invalidates all tier-2 executors.
+     * 3.14: the store is wrapped in stop-the-world (a no-op in GIL builds).
      * 3.9/3.10 store verbatim, so never let NULL through (it would be called). */
     _PyFrameEvalFunction f = fn ? (_PyFrameEvalFunction)fn : _PyEval_EvalFrameDefault;
     _PyInterpreterState_SetEvalFrameFunc(interp, f);
+#if FC_EVAL_ALLOW_SPECIALIZATION
+    /* 3.15 (gh-146031): every change of the function resets the interpreter's
+     * allow-specialization flag to 0; the tool that installed `fn` may have
+     * set it to 1 afterwards, and this puts that back.  For the default
+     * evaluator the flag is moot (no function, specialization on). */
+    if (allow_specialization && f != _PyEval_EvalFrameDefault)
+        _PyInterpreterState_SetEvalFrameAllowSpecialization(interp, 1);
+#else
+    (void)allow_specialization;
+#endif
+}
+
+int
+coextra_fc_eval_allows_specialization(PyInterpreterState *interp)
+{
+#if FC_EVAL_ALLOW_SPECIALIZATION
+    /* 1 when no function is set, else the function's opt-in. */
+    return _PyInterpreterState_GetEvalFrameFunc(interp) != _PyEval_EvalFrameDefault
+        && _PyInterpreterState_IsSpecializationEnabled(interp);
+#else
+    (void)interp;
+    return 0;
+#endif
 }
 
 /* ------------------------------------------------------------------------ */
@@ -195,9 +240,10 @@ coextra_fc_set_extra(PyObject *code, Py_ssize_t index, void *extra)
 #else
     r = _PyCode_SetExtra(code, index, extra);
 #endif
-    /* When growing the code object's extra array fails, CPython (3.9-3.14)
+    /* When growing the code object's extra array fails, CPython 3.9-3.13
      * returns -1 WITHOUT setting an exception (codeobject.c: `if (co_extra ==
-     * NULL) return -1;` after PyMem_Realloc).  Our callers promise -1 with an
+     * NULL) return -1;` after PyMem_Realloc); 3.14.4+ and 3.15 raise
+     * MemoryError (gh-144981's rewrite).  Our callers promise -1 with an
      * exception set. */
     if (r < 0 && !PyErr_Occurred())
         PyErr_NoMemory();
@@ -211,7 +257,16 @@ coextra_fc_set_extra(PyObject *code, Py_ssize_t index, void *extra)
 /* The inline coextra_fc_code (frame_compat.h) reads the code object at a
  * constant offset: check it against the real layouts. */
 #if PY_VERSION_HEX >= 0x030D0000
-_Static_assert(offsetof(fc_frame, f_executable) == COEXTRA_FC_CODE_OFFSET, "3.13 f_executable moved");
+_Static_assert(offsetof(fc_frame, f_executable) == COEXTRA_FC_CODE_OFFSET, "3.13+ f_executable moved");
+#  if FC_STACKREF
+/* ... and on 3.14+ it is one tagged word that coextra_fc_code untags by
+ * masking COEXTRA_FC_CODE_TAG, as PyStackRef_AsPyObjectBorrow does for an
+ * object reference in every build but Py_STACKREF_DEBUG's (refused above):
+ * 3.14 GIL builds mask Py_TAG_REFCNT (1), free-threaded ones Py_TAG_BITS (1),
+ * 3.15 both Py_TAG_REFCNT (1). */
+_Static_assert(sizeof(_PyStackRef) == sizeof(uintptr_t), "_PyStackRef is one word");
+_Static_assert(COEXTRA_FC_CODE_TAG == 1, "3.14+ stackref object tag");
+#  endif
 #else
 _Static_assert(offsetof(fc_frame, f_code) == COEXTRA_FC_CODE_OFFSET, "f_code moved");
 #endif
@@ -233,7 +288,11 @@ coextra_fc_interp_list_head(void)
 PyObject *
 coextra_fc_function(coextra_raw_frame *raw)
 {
-#if PY_VERSION_HEX >= 0x030C0000
+#if FC_STACKREF
+    /* 3.14+: f_funcobj is a stackref; a function for every frame a hook sees. */
+    PyObject *fn = PyStackRef_AsPyObjectBorrow(FC(raw)->f_funcobj);
+    return (fn != NULL && PyFunction_Check(fn)) ? fn : NULL;
+#elif PY_VERSION_HEX >= 0x030C0000
     /* 3.12+: f_funcobj is a PyObject* that is a function for every frame a
      * hook can see, but the type does not promise it. */
     PyObject *fn = FC(raw)->f_funcobj;
@@ -267,6 +326,29 @@ coextra_fc_is_resume(coextra_raw_frame *raw)
      * (make_coro) without evaluating, so every evaluation of generator code
      * is a resumption. */
     return (FC(raw)->f_code->co_flags & FC_GEN_FLAGS) != 0;
+#endif
+}
+
+#if COEXTRA_FC_GEN_RETURN_KIND
+#  include <internal/pycore_tstate.h>    /* _PyThreadStateImpl.generator_return_kind */
+#  include <internal/pycore_genobject.h> /* _PyGen_GetGeneratorFromFrame */
+_Static_assert(offsetof(fc_frame, owner) == COEXTRA_FC_OWNER_OFFSET, "3.15 _PyInterpreterFrame.owner moved");
+_Static_assert(FRAME_OWNED_BY_GENERATOR == COEXTRA_FC_OWNED_BY_GENERATOR, "3.15 FRAME_OWNED_BY_GENERATOR");
+#endif
+
+void
+coextra_fc_keep_return_kind(PyThreadState *tstate, coextra_raw_frame *raw)
+{
+#if COEXTRA_FC_GEN_RETURN_KIND
+    /* What the evaluator stored when the frame suspended (YIELD_VALUE:
+     * FRAME_SUSPENDED*, GENERATOR_YIELD) or finished (FRAME_CLEARED,
+     * GENERATOR_RETURN), derived from the generator's own state. */
+    PyGenObject *gen = _PyGen_GetGeneratorFromFrame(FC(raw));
+    ((_PyThreadStateImpl *)tstate)->generator_return_kind =
+        FRAME_STATE_SUSPENDED(gen->gi_frame_state) ? GENERATOR_YIELD : GENERATOR_RETURN;
+#else
+    (void)tstate;
+    (void)raw;
 #endif
 }
 
@@ -326,11 +408,64 @@ fc_current_frame(PyThreadState *tstate)
 #endif
 }
 
+/* The frame's instruction stream: the code object's own before 3.14; on
+ * 3.14+ _PyFrame_GetBytecode (a per-thread copy in free-threaded builds). */
+static inline _Py_CODEUNIT *
+fc_bytecode(_PyInterpreterFrame *frame)
+{
+#if FC_FRAME_BYTECODE
+    return _PyFrame_GetBytecode(frame);
+#else
+    return _PyCode_CODE(fc_code(frame));
+#endif
+}
+
+/* The function object the frame runs (borrowed; may be NULL or a non-function
+ * in principle, so callers check). */
+static inline PyObject *
+fc_funcobj(_PyInterpreterFrame *frame)
+{
+#if FC_STACKREF
+    return PyStackRef_AsPyObjectBorrow(frame->f_funcobj);
+#elif PY_VERSION_HEX >= 0x030C0000
+    return frame->f_funcobj;
+#else
+    return (PyObject *)frame->f_func;
+#endif
+}
+
+/* localsplus[i] as a borrowed object (NULL = unbound). */
+static inline PyObject *
+fc_local(_PyInterpreterFrame *frame, int i)
+{
+#if FC_STACKREF
+    return PyStackRef_AsPyObjectBorrow(frame->localsplus[i]);
+#else
+    return frame->localsplus[i];
+#endif
+}
+
+/* Store `value` (stolen) in localsplus[i] and release what was there, as
+ * the evaluator's SETLOCAL does. */
+static inline void
+fc_local_replace(_PyInterpreterFrame *frame, int i, PyObject *value)
+{
+#if FC_STACKREF
+    _PyStackRef old = frame->localsplus[i];
+    frame->localsplus[i] = PyStackRef_FromPyObjectSteal(value);
+    PyStackRef_XCLOSE(old);
+#else
+    PyObject *old = frame->localsplus[i];
+    frame->localsplus[i] = value;
+    Py_XDECREF(old);
+#endif
+}
+
 /* Index (in code units) of the next instruction the evaluator will run. */
 static inline int
 fc_next_index(_PyInterpreterFrame *frame)
 {
-    _Py_CODEUNIT *first = _PyCode_CODE(fc_code(frame));
+    _Py_CODEUNIT *first = fc_bytecode(frame);
 #if PY_VERSION_HEX >= 0x030D0000
     return (int)(frame->instr_ptr - first);          /* 3.13: instruction about to run */
 #else
@@ -341,7 +476,7 @@ fc_next_index(_PyInterpreterFrame *frame)
 static inline void
 fc_set_next_index(_PyInterpreterFrame *frame, int index)
 {
-    _Py_CODEUNIT *first = _PyCode_CODE(fc_code(frame));
+    _Py_CODEUNIT *first = fc_bytecode(frame);
 #if PY_VERSION_HEX >= 0x030D0000
     frame->instr_ptr = first + index;
 #else
@@ -447,7 +582,7 @@ static int
 fc_run_prefix(_PyInterpreterFrame *frame)
 {
     PyCodeObject *co = fc_code(frame);
-    _Py_CODEUNIT *code = _PyCode_CODE(co);
+    _Py_CODEUNIT *code = fc_bytecode(frame);
     int i = fc_next_index(frame);
     int done = i;
     int ext = 0;
@@ -474,29 +609,25 @@ fc_run_prefix(_PyInterpreterFrame *frame)
             break;          /* 3.11/3.12: left to the evaluator, see above */
 #endif
             /* bytecodes.c: initial = GETLOCAL(oparg); cell = PyCell_New(initial);
-             * SETLOCAL(oparg, cell)  (SETLOCAL drops the old reference) */
+             * SETLOCAL(oparg, cell)  (SETLOCAL drops the old reference;
+             * 3.14+ spells it with stackrefs, same effect) */
             if (oparg >= co->co_nlocalsplus) {
                 break;
             }
-            PyObject *initial = frame->localsplus[oparg];
-            PyObject *cell = PyCell_New(initial);
+            PyObject *cell = PyCell_New(fc_local(frame, oparg));
             if (cell == NULL) {
                 rc = -1;
                 break;
             }
-            frame->localsplus[oparg] = cell;
-            Py_XDECREF(initial);
+            fc_local_replace(frame, oparg, cell);
         }
         else if (opcode == COPY_FREE_VARS) {
             /* bytecodes.c: closure = func->func_closure;
              * offset = co_nlocalsplus - oparg (3.11 spells it
              * co_nlocals + co_nplaincellvars, the same slot);
-             * localsplus[offset + i] = Py_NewRef(closure[i]) */
-#if PY_VERSION_HEX >= 0x030C0000
-            PyObject *fn = frame->f_funcobj;
-#else
-            PyObject *fn = (PyObject *)frame->f_func;
-#endif
+             * localsplus[offset + i] = Py_NewRef(closure[i])  (3.14+:
+             * PyStackRef_FromPyObjectNew) */
+            PyObject *fn = fc_funcobj(frame);
             if (fn == NULL || !PyFunction_Check(fn)) {
                 break;
             }
@@ -508,9 +639,7 @@ fc_run_prefix(_PyInterpreterFrame *frame)
             int offset = co->co_nlocalsplus - oparg;
             for (int j = 0; j < oparg; j++) {
                 /* slots start NULL (_PyFrame_Initialize); be exact anyway */
-                PyObject *old = frame->localsplus[offset + j];
-                frame->localsplus[offset + j] = Py_NewRef(PyTuple_GET_ITEM(closure, j));
-                Py_XDECREF(old);
+                fc_local_replace(frame, offset + j, Py_NewRef(PyTuple_GET_ITEM(closure, j)));
             }
         }
         else {
@@ -531,8 +660,11 @@ fc_run_prefix(_PyInterpreterFrame *frame)
  *                  f_fast_as_locals=0, f_lineno=0
  *   3.13.0:        f_back, f_trace, f_trace_lines=1, f_trace_opcodes=0,
  *                  f_lineno=0, f_extra_locals=NULL, f_locals_cache=NULL
+ *   3.14.10:       as 3.13, plus f_overwritten_fast_locals=NULL
  * f_frame is set by the caller.  The object is NOT GC-tracked: a frame object
- * backed by a live _PyInterpreterFrame is untracked until take_ownership. */
+ * backed by a live _PyInterpreterFrame is untracked until take_ownership.
+ * 3.15 exports the function: no copy there. */
+#if !FC_EXPORTS_FRAME_OBJECT
 static PyFrameObject *
 fc_frame_new_notrack(PyCodeObject *code)
 {
@@ -551,11 +683,14 @@ fc_frame_new_notrack(PyCodeObject *code)
 #else
     f->f_fast_as_locals = 0;
 #endif
+#if PY_VERSION_HEX >= 0x030E0000
+    f->f_overwritten_fast_locals = NULL;   /* 3.14 */
+#endif
     f->f_lineno = 0;
     return f;
 }
 
-/* Copy of _PyFrame_MakeAndSetFrameObject (Python/frame.c; hidden).  Like
+/* Copy of _PyFrame_MakeAndSetFrameObject (Python/frame.c; hidden 3.11-3.14).  Like
  * CPython it preserves a pending exception across the allocation (3.11
  * PyErr_Fetch/Restore, 3.12+ PyErr_GetRaisedException/SetRaisedException)
  * and drops it if the allocation fails. */
@@ -589,6 +724,16 @@ fc_make_and_set_frame_object(_PyInterpreterFrame *frame)
     frame->frame_obj = f;
     return f;
 }
+#else
+/* 3.15: both are exported; CPython's own (which also keeps a pending
+ * exception, and has no GH-97002 branch since 3.13). */
+static PyFrameObject *
+fc_make_and_set_frame_object(_PyInterpreterFrame *frame)
+{
+    assert(frame->frame_obj == NULL);
+    return _PyFrame_MakeAndSetFrameObject(frame);
+}
+#endif /* !FC_EXPORTS_FRAME_OBJECT */
 
 PyFrameObject *
 coextra_fc_frame_object(coextra_raw_frame *raw)

@@ -1,4 +1,4 @@
-/* frame_compat.h: the ONLY interface to version-specific CPython frame internals (3.9–3.13, 3.14-ready). */
+/* frame_compat.h: the ONLY interface to version-specific CPython frame internals (3.9–3.15). */
 #ifndef COEXTRA_FRAME_COMPAT_H
 #define COEXTRA_FRAME_COMPAT_H
 
@@ -22,8 +22,15 @@ typedef PyObject *(*coextra_raw_eval_fn)(PyThreadState *tstate, coextra_raw_fram
 coextra_raw_eval_fn coextra_fc_default_eval(void);
 /* _PyInterpreterState_GetEvalFrameFunc; 3.11+ maps NULL to the default. */
 coextra_raw_eval_fn coextra_fc_get_eval(PyInterpreterState *interp);
-/* _PyInterpreterState_SetEvalFrameFunc; setting the default stores NULL on 3.11+. */
-void coextra_fc_set_eval(PyInterpreterState *interp, coextra_raw_eval_fn fn);
+/* _PyInterpreterState_SetEvalFrameFunc; setting the default stores NULL on
+ * 3.11+.  allow_specialization (3.15+, ignored before): re-apply a tool's
+ * _PyInterpreterState_SetEvalFrameAllowSpecialization opt-in, which every
+ * change of the function resets; pass what coextra_fc_eval_allows_specialization
+ * said while that tool's function was installed, 0 for coextra's own. */
+void coextra_fc_set_eval(PyInterpreterState *interp, coextra_raw_eval_fn fn, int allow_specialization);
+/* 1 if the installed eval-frame function opted in to keep specialization
+ * (3.15+); 0 before 3.15, and when no function is installed. */
+int coextra_fc_eval_allows_specialization(PyInterpreterState *interp);
 
 /* --- co_extra ----------------------------------------------------------- */
 /* Request an index (3.9–3.11 _PyEval_RequestCodeExtraIndex, 3.12+ PyUnstable_*).
@@ -40,14 +47,16 @@ PyInterpreterState *const *coextra_fc_interp_list_head(void);
 /* --- frame view (all borrowed, never fail, never set an exception) ------ */
 /* Where the frame keeps its code object: f_code (3.9–3.12), f_executable
  * (3.13; "code object or None", None only in the evaluator's own C-stack
- * entry frame, which no eval-frame function receives).  A frame handed to an
+ * entry frame, which no eval-frame function receives; 3.14+ the same as a
+ * _PyStackRef, a word whose low bit may tag the reference, so it is masked
+ * with COEXTRA_FC_CODE_TAG).  A frame handed to an
  * eval-frame function holds a strong reference to its code object.  The dispatcher reads it for every frame an `only`
  * hook meets, so the offset is a constant here rather than a load; these are
  * CPython's frozen frame layouts, and frame_compat.c checks each one with a
  * static assertion against the real struct (the internal headers are only
  * included there). */
 #if PY_VERSION_HEX >= 0x030C0000
-/* 3.12 _PyInterpreterFrame.f_code / 3.13 .f_executable: the first member */
+/* 3.12 _PyInterpreterFrame.f_code / 3.13+ .f_executable: the first member */
 #  define COEXTRA_FC_CODE_OFFSET ((size_t)0)
 #elif PY_VERSION_HEX >= 0x030B0000
 /* 3.11 _PyInterpreterFrame: f_func, f_globals, f_builtins, f_locals, f_code */
@@ -56,14 +65,20 @@ PyInterpreterState *const *coextra_fc_interp_list_head(void);
 /* 3.9/3.10: the frame is a PyFrameObject, whose layout is public */
 #  define COEXTRA_FC_CODE_OFFSET offsetof(PyFrameObject, f_code)
 #endif
+#if PY_VERSION_HEX >= 0x030E0000
+/* 3.14+: the bits PyStackRef_AsPyObjectBorrow clears from an object
+ * reference (Py_TAG_REFCNT, set for immortal or deferred references; checked
+ * against the real headers in frame_compat.c). */
+#  define COEXTRA_FC_CODE_TAG ((uintptr_t)1)
+#else
+#  define COEXTRA_FC_CODE_TAG ((uintptr_t)0)
+#endif
+/* Never NULL (a frame handed to an eval-frame function always has its code
+ * object: CPython's own _PyFrame_GetCode only asserts it), so callers need no
+ * NULL test. */
 static inline PyCodeObject *coextra_fc_code(coextra_raw_frame *frame) {
-    PyObject *co = *(PyObject *const *)((const char *)frame + COEXTRA_FC_CODE_OFFSET);
-    /* Never NULL, and a code object on 3.13 too: CPython's own
-     * _PyFrame_GetCode only asserts PyCode_Check on f_executable.  Telling
-     * the compiler lets callers drop NULL tests. */
-    if (co == NULL)
-        __builtin_unreachable();
-    return (PyCodeObject *)co;
+    uintptr_t word = *(const uintptr_t *)((const char *)frame + COEXTRA_FC_CODE_OFFSET);
+    return (PyCodeObject *)(word & ~COEXTRA_FC_CODE_TAG);
 }
 /* The function object; NULL on 3.9/3.10 (frames have none) and where the
  * frame's funcobj is not a function. */
@@ -74,6 +89,44 @@ PyObject *coextra_fc_globals(coextra_raw_frame *frame);
  * CO_GENERATOR|CO_COROUTINE|CO_ASYNC_GENERATOR, since there the creating call
  * never reaches the eval-frame function).  Such a frame cannot be skipped. */
 int coextra_fc_is_resume(coextra_raw_frame *frame);
+
+/* --- generator resumptions: yield or return (3.15+) -------------------- */
+/* DANGER (3.15): whether a generator frame yielded or returned is not read
+ * from the generator after its evaluation, but from a per-thread field the
+ * evaluator sets last (_PyThreadStateImpl.generator_return_kind, read by
+ * gen_send_ex2).  Python code that resumes any other generator after the
+ * evaluation returned -- a hook's code after coextra_eval_next, e.g. a
+ * Python on_exit that runs sum(x for x in ...) -- overwrites it, and the
+ * resumed generator's yield is then taken for a return (or the reverse).
+ * So the dispatcher notes at entry whether the frame belongs to a generator
+ * (coextra_fc_is_generator_frame: one byte read, the frame's owner) and,
+ * after the hooks returned, sets the field again from the generator's own
+ * state (coextra_fc_keep_return_kind).  Before 3.15 the generator's state is
+ * what CPython reads, and both compile to nothing. */
+#if PY_VERSION_HEX >= 0x030F0000
+#  define COEXTRA_FC_GEN_RETURN_KIND 1
+/* _PyInterpreterFrame.owner and FRAME_OWNED_BY_GENERATOR (static assertions
+ * in frame_compat.c): localsplus[] follows owner and visited at offset 80. */
+#  ifdef Py_GIL_DISABLED
+#    define COEXTRA_FC_OWNER_OFFSET ((size_t)78)
+#  else
+#    define COEXTRA_FC_OWNER_OFFSET ((size_t)74)
+#  endif
+#  define COEXTRA_FC_OWNED_BY_GENERATOR 1
+#else
+#  define COEXTRA_FC_GEN_RETURN_KIND 0
+#endif
+static inline int coextra_fc_is_generator_frame(coextra_raw_frame *frame) {
+#if COEXTRA_FC_GEN_RETURN_KIND
+    return *((const char *)frame + COEXTRA_FC_OWNER_OFFSET) == COEXTRA_FC_OWNED_BY_GENERATOR;
+#else
+    (void)frame;
+    return 0;
+#endif
+}
+/* Only for a frame coextra_fc_is_generator_frame said so of, after its
+ * evaluation (the frame lives in the generator, which the caller holds). */
+void coextra_fc_keep_return_kind(PyThreadState *tstate, coextra_raw_frame *frame);
 
 /* The PyFrameObject for this frame, created and attached on demand (3.11+
  * replicates the hidden _PyFrame_MakeAndSetFrameObject).  Borrowed: the frame

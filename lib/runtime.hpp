@@ -169,6 +169,7 @@ struct Runtime {
     coextra_raw_eval_fn tail = nullptr; // what was installed before us
     coextra_evaluator_fn direct_tail = nullptr; // tail when it is CPython's evaluator, else nullptr
     bool installed = false;              // we put the dispatcher in and have not taken it out
+    int tail_allow_spec = 0;             // tail's 3.15 specialization opt-in (coextra_fc_set_eval)
     bool tail_is_foreign = false;        // tail is not CPython's own evaluator
     bool tail_handed_back = false;       // tail was put back as the interpreter's function (chain.cpp)
     coextra_raw_frame *tail_raw = nullptr; // frame just handed to a foreign tail (loop guard)
