@@ -363,6 +363,51 @@ class TestFlags(ChainTestCase):
         self.assertEqual([t for t, m, o in u.seen], [RuntimeError] * 4)
 
 
+def other_gen():
+    yield "a"
+    yield "b"
+
+
+class TestHooksRunningGenerators(ChainTestCase):
+    """A hook that runs generator code after a generator frame was evaluated (an on_exit that
+    iterates, a profiler that calls into Python) must not change whether that frame yielded or
+    returned.  On 3.15 CPython no longer reads that from the generator but from a per-thread
+    field that the evaluator sets last (_PyThreadStateImpl.generator_return_kind): any other
+    generator resumed after the evaluation overwrites it, and coextra puts it back."""
+
+    RUNS = {
+        "one step of another generator": lambda: next(other_gen()),
+        "another generator run out": lambda: list(other_gen()),
+        "a generator expression": lambda: sum(i for i in range(3)),
+    }
+    WATCHED = (gen3.__code__, catching_gen.__code__, co_add.__code__, co_outer.__code__,
+               Suspend.__await__.__code__)
+
+    def _check(self, *callbacks):
+        expected_coroutines = coroutines_workload()
+        for label, run in self.RUNS.items():
+            with self.subTest(label, callbacks=callbacks):
+                def cb(code, run=run):
+                    if code in self.WATCHED:
+                        run()
+                h = self.add_hook(**{k: cb for k in callbacks})
+                self.assertEqual(list(gen3()), [1, 2, 3])
+                g = catching_gen()
+                self.assertEqual(next(g), 1)
+                self.assertEqual(g.throw(KeyError("kept")), ("caught", "'kept'"))
+                self.assertEqual(next(g), 2)
+                self.assertEqual(g.send("v"), ("sent", "v"))
+                g.close()
+                self.assertEqual(coroutines_workload(), expected_coroutines)
+                h.remove()
+
+    def test_on_exit_running_generators(self):
+        self._check("on_exit")
+
+    def test_on_enter_and_on_exit_running_generators(self):
+        self._check("on_enter", "on_exit")
+
+
 def failing_gen():
     yield 1
     {}["absent"]
