@@ -273,12 +273,35 @@ class TestPerfTrampoline(ChainTestCase):
         sys.deactivate_stack_trampoline()
         self.assertEqual(native.eval_frame_func(), DEFAULT)
 
+    @unittest.skipIf(sys.version_info >= (3, 15), "3.15's trampoline chains (test_chains_over_coextra)")
     def test_refused_while_coextra_installed(self):
         seen = []
         self.add_hook(on_enter=seen.append)
         with self.assertRaisesRegex(RuntimeError, "custom eval frame"):
             sys.activate_stack_trampoline("perf")
         self.assertFalse(sys.is_stack_trampoline_active())
+        st = coextra.status()
+        self.assertEqual((st.installed, st.displaced), (True, False))
+        del seen[:]
+        self.assertEqual(run_leaves(), N_LEAVES)
+        self.assertEqual(seen.count(leaf.__code__), N_LEAVES)
+
+    @unittest.skipIf(sys.version_info < (3, 15), "3.12-3.14's trampoline refuses (test_refused_while_coextra_installed)")
+    def test_chains_over_coextra(self):
+        # 3.15: activating over another eval-frame function saves it and calls
+        # it (instead of _PyEval_EvalFrameDefault); deactivating puts it back.
+        seen = []
+        self.add_hook(on_enter=seen.append)
+        ours = native.eval_frame_func()
+        sys.activate_stack_trampoline("perf")
+        self.assertTrue(sys.is_stack_trampoline_active())
+        st = coextra.status()
+        self.assertEqual((st.installed, st.displaced), (False, True))  # displaced, and says so
+        del seen[:]
+        self.assertEqual(run_leaves(), N_LEAVES)
+        self.assertEqual(seen.count(leaf.__code__), N_LEAVES)           # ... yet still called below it
+        sys.deactivate_stack_trampoline()
+        self.assertEqual(native.eval_frame_func(), ours)               # the trampoline gave it back
         st = coextra.status()
         self.assertEqual((st.installed, st.displaced), (True, False))
         del seen[:]
@@ -305,7 +328,18 @@ class TestPerfTrampoline(ChainTestCase):
             self.assertIn("fresh_code_for_the_perf_map", f.read())
         # CPython's "active" is pointer identity with its evaluator: not while coextra is on top.
         self.assertFalse(sys.is_stack_trampoline_active())
-        # While coextra sits on top, CPython refuses to deactivate the trampoline too.
+        if sys.version_info >= (3, 15):
+            # 3.15 deactivates anyway and stores what it found before it (the
+            # default): coextra is displaced, says so, and writes nothing back.
+            sys.deactivate_stack_trampoline()
+            self.assertEqual(native.eval_frame_func(), DEFAULT)
+            st = coextra.status()
+            self.assertEqual((st.installed, st.displaced), (False, True))
+            p.remove()
+            self.assertEqual(native.eval_frame_func(), DEFAULT)
+            self.assertTrue(is_idle())
+            return
+        # While coextra sits on top, 3.12-3.14 refuse to deactivate the trampoline too.
         with self.assertRaisesRegex(RuntimeError, "custom eval frame"):
             sys.deactivate_stack_trampoline()
         self.assertTrue(coextra.status().installed)
