@@ -77,6 +77,7 @@ scan or while tracing is not found.
 import bdb
 import dis
 import gc
+import inspect
 import os
 import pdb
 import sys
@@ -340,6 +341,13 @@ class Debugger(pdb.Pdb):
     """pdb.Pdb whose breakpoints are watched by a coextra hook instead of a global trace function."""
 
     def __init__(self, *args, **kwargs):
+        if "backend" in inspect.signature(pdb.Pdb.__init__).parameters:
+            # 3.14+: pdb can trace through sys.settrace or sys.monitoring, and
+            # its main() asks for 'monitoring'.  This debugger's stops come
+            # from turning sys.settrace on for marked frames: the settrace
+            # backend is the one it drives (with 'monitoring' as well, every
+            # event would reach bdb twice).
+            kwargs["backend"] = "settrace"
         super().__init__(*args, **kwargs)
         # A bound method is a new object on every attribute access.  Pin one:
         # bdb installs `self.trace_dispatch` with sys.settrace, and the native
