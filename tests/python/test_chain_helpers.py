@@ -29,14 +29,15 @@ CREATION_REACHES_HOOK = PY >= (3, 11)
 # function, on specific versions (bugs pinned by test_chain.TestCpythonBypasses):
 #   3.11.0-3.11.3  specialised BINARY_SUBSCR_GETITEM (`obj[k]` with a Python
 #                  __getitem__) pushes the frame inline (gh-104405, fixed 3.11.4)
-#   3.13.0         specialised CALL_ALLOC_AND_ENTER_INIT (`Cls(...)`) pushes the
-#                  __init__ frame inline (reference §4; 3.14 adds the check)
+#   3.13           specialised CALL_ALLOC_AND_ENTER_INIT (`Cls(...)`) pushes the
+#                  __init__ frame inline (3.13.0 and 3.13.18 alike; 3.14 adds the
+#                  PEP 523 check to it)
 # Comparisons against sys.setprofile may let the hook see FEWER evaluations of
 # such code, by name, on exactly those versions; everything else must match.
 _V = sys.version_info[:3]
 if (3, 11, 0) <= _V < (3, 11, 4):
     CPYTHON_BYPASSED_NAMES = frozenset({"__getitem__"})
-elif _V == (3, 13, 0):
+elif _V[:2] == (3, 13):
     CPYTHON_BYPASSED_NAMES = frozenset({"__init__"})
 else:
     CPYTHON_BYPASSED_NAMES = frozenset()

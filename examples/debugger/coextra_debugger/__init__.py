@@ -62,7 +62,7 @@ Marks live in CPython's per-code co_extra (through coextra), keyed by object
 identity: code objects compare EQUAL by value, ignoring co_filename, so the
 Python side never puts code objects in sets or dict keys.
 
-CPython 3.13.0 pushes the `__init__` frame of a specialized `Cls(...)` call
+CPython 3.13 pushes the `__init__` frame of a specialized `Cls(...)` call
 (CALL_ALLOC_AND_ENTER_INIT) without calling the eval-frame hook; on 3.13 the
 marked code objects also get sys.monitoring PY_START/PY_RETURN local events
 as a safety net (_InitGuard).

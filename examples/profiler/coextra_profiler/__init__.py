@@ -26,7 +26,7 @@ Differences from cProfile:
   caller.  Frames still running at ``disable()`` on the calling thread are
   counted up to that moment, as cProfile does.
 * All threads are profiled, each with its own call stack.
-* On CPython 3.13.0 a specialised ``Class(...)`` call enters ``__init__``
+* On CPython 3.13 a specialised ``Class(...)`` call enters ``__init__``
   without the eval-frame hook (a CPython bug, fixed in 3.14), so ``__init__``
   methods are under-counted there.
 * One ``Profile`` may be enabled at a time (ValueError otherwise).
