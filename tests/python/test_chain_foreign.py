@@ -253,6 +253,66 @@ class TestTestInternalCapi(ChainTestCase):
         q.remove()
 
 
+@unittest.skipIf(PY < (3, 15), "_PyInterpreterState_SetEvalFrameAllowSpecialization is 3.15+")
+class TestAllowSpecialization(ChainTestCase):
+    """3.15: an eval-frame function may opt in to keep specialization
+    (_PyInterpreterState_SetEvalFrameAllowSpecialization), and every change of the function
+    resets the opt-in.  _testinternalcapi.set_eval_frame_interp installs CPython's test copy of
+    the interpreter loop with the opt-in on.  coextra installs over it with the opt-in off (an
+    evaluator that runs specialized calls inline would keep nested frames from the hooks), and
+    hands the interpreter back with the tool's opt-in as it was."""
+
+    def setUp(self):
+        super().setUp()
+        try:
+            import _testinternalcapi as capi
+        except ImportError:
+            capi = None
+        if capi is None or not hasattr(capi, "set_eval_frame_interp"):
+            self.fail("CPython 3.15's _testinternalcapi.set_eval_frame_interp is missing "
+                      "(Debian: libpython3.15-testsuite)")
+        self.capi = capi
+        self.addCleanup(capi.set_eval_frame_default)
+
+    def test_opt_in_survives_coextra(self):
+        self.assertTrue(self.capi.is_specialization_enabled())  # no function: on
+        self.capi.set_eval_frame_interp()
+        interp = native.eval_frame_func()
+        self.assertTrue(self.capi.is_specialization_enabled())  # the tool opted in
+        seen = []
+        p = self.add_hook(on_enter=seen.append)
+        st = coextra.status()
+        self.assertEqual((st.installed, st.foreign_tail), (True, True))
+        self.assertFalse(self.capi.is_specialization_enabled())  # coextra's own: off
+        del seen[:]
+        self.assertEqual(run_leaves(), N_LEAVES)
+        self.assertEqual(seen.count(leaf.__code__), N_LEAVES)    # every nested frame reaches the chain
+        p.remove()
+        self.assertEqual(native.eval_frame_func(), interp)
+        self.assertTrue(self.capi.is_specialization_enabled())  # handed back with its opt-in
+        self.assertEqual(run_leaves(), N_LEAVES)
+        self.capi.set_eval_frame_default()
+        self.assertTrue(is_idle())
+
+    def test_tool_without_opt_in_stays_without(self):
+        names = []
+        self.capi.set_eval_frame_record(names)                   # installs without the opt-in
+        self.assertFalse(self.capi.is_specialization_enabled())
+        p = self.add_hook(on_enter=lambda code: None)
+        p.remove()
+        self.assertNotEqual(native.eval_frame_func(), DEFAULT)
+        self.assertFalse(self.capi.is_specialization_enabled())
+        self.capi.set_eval_frame_default()
+        self.assertTrue(self.capi.is_specialization_enabled())
+
+    def test_idle_coextra_leaves_specialization_on(self):
+        p = self.add_hook(on_enter=lambda code: None)
+        self.assertFalse(self.capi.is_specialization_enabled())
+        p.remove()
+        self.assertEqual(native.eval_frame_func(), DEFAULT)
+        self.assertTrue(self.capi.is_specialization_enabled())
+
+
 def _trampoline_available():
     return sys.platform.startswith("linux") and hasattr(sys, "activate_stack_trampoline")
 
