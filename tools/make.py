@@ -307,15 +307,29 @@ def cmd_demo(args):
 
 
 def cmd_bench(args):
+    """bench/run_bench.py for every Python, on the test build (debugoptimized, asserts on) and on a
+    release build (-O3, NDEBUG: what `pip install .` builds).  COEXTRA_BENCH_BUILDS="test" or
+    "release" runs one of them."""
     ok, results = cmd_build(args)
-    if not ok:
-        return 1
-    rc = 0
+    rc = 0 if ok else 1
+    kinds = os.environ.get("COEXTRA_BENCH_BUILDS", "test release").split()
     for tag, interp, ver, ok, why in results:
-        env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, tag), COEXTRA_BUILD_TAG=tag)
-        env.pop("PYTHONHOME", None)
-        rc |= subprocess.call(interp.wrap([interp.exe, os.path.join(ROOT, "bench", "run_bench.py")] + args.rest),
-                              env=env, cwd=ROOT)
+        if not ok:
+            continue
+        for kind in kinds:
+            btag = tag if kind == "test" else "%s-%s" % (tag, kind)
+            if kind == "release":
+                logf = os.path.join(BUILD, "log-%s.txt" % btag)
+                open(logf, "w").close()
+                built, why = build_one(btag, interp, logf, ["-Dbuildtype=release", "-Dtests=false"])
+                if not built:
+                    log("%-16s %s: %s (see %s)" % (btag, "BUILD FAILED", why, logf))
+                    rc = 1
+                    continue
+            env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, btag), COEXTRA_BUILD_TAG=btag)
+            env.pop("PYTHONHOME", None)
+            rc |= subprocess.call(interp.wrap([interp.exe, os.path.join(ROOT, "bench", "run_bench.py")] + args.rest),
+                                  env=env, cwd=ROOT)
     return rc
 
 

@@ -25,7 +25,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 PKGS_BASE="python3.13-dev python3.14-dev python3.14-dbg python3.15-dev
   libpython3.13-testsuite libpython3.14-testsuite libpython3.15-testsuite
   g++ meson ninja-build pkg-config libboost-container-dev doctest-dev
-  python3-mesonpy python3-venv"
+  python3-mesonpy python3-venv valgrind"
 # Extra packages (space-separated) for suites that need them, e.g. real tools.
 PKGS_EXTRA=${COEXTRA_SID_EXTRA_PKGS:-}
 
