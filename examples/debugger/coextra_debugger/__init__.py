@@ -312,6 +312,9 @@ class _InitGuard:
             self.tool = None
 
 
+# 3.14+: bdb.Bdb(backend='settrace' | 'monitoring').  (Asked of bdb, not of
+# pdb.Pdb, which main() below replaces with Debugger.)
+_BDB_HAS_BACKENDS = "backend" in inspect.signature(bdb.Bdb.__init__).parameters
 _init_guard = _InitGuard()
 _marks = _Marks()
 
@@ -341,7 +344,7 @@ class Debugger(pdb.Pdb):
     """pdb.Pdb whose breakpoints are watched by a coextra hook instead of a global trace function."""
 
     def __init__(self, *args, **kwargs):
-        if "backend" in inspect.signature(pdb.Pdb.__init__).parameters:
+        if _BDB_HAS_BACKENDS:
             # 3.14+: pdb can trace through sys.settrace or sys.monitoring, and
             # its main() asks for 'monitoring'.  This debugger's stops come
             # from turning sys.settrace on for marked frames: the settrace
