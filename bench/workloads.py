@@ -40,7 +40,10 @@ def cold_line():
 
 
 def _read(name):
-    with open(os.path.join(STDLIB, name), encoding="utf-8") as f:
+    path = os.path.join(STDLIB, name)
+    if not os.path.exists(path):  # 3.14 made `string` a package (string.templatelib)
+        path = os.path.join(STDLIB, name[:-3], "__init__.py")
+    with open(path, encoding="utf-8") as f:
         return f.read()
 
 
