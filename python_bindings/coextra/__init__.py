@@ -36,12 +36,14 @@ Status = _namedtuple("Status", "installed displaced foreign_tail active_hooks co
 
 def slots():
     """The live slots of this interpreter (Python and native), by index."""
-    return [SlotInfo(*t) for t in _coextra._slots()]
+    # map, not a comprehension: no LIST_APPEND in the evaluator, whose
+    # failure path a 3.14 debug build asserts on under allocation failure
+    return list(map(SlotInfo._make, _coextra._slots()))
 
 
 def hooks():
     """The live hooks of this interpreter, outermost (lowest priority) first."""
-    return [HookInfo(*t) for t in _coextra._hooks()]
+    return list(map(HookInfo._make, _coextra._hooks()))  # see slots()
 
 
 def status():
