@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """run_suite.py: CPython's own regression tests, in-process, with and without three coextra hooks; the failure sets must match.
 
-usage: run_suite.py [--hooks] [--json OUT] [module ...]     (one mode per process)
+usage: run_suite.py [--hooks|--raw] [--json OUT] [module ...]     (one mode per process)
        run_suite.py --compare                              (runs both modes in subprocesses and compares)
+
+With --raw, a do-nothing PEP 523 hook without coextra and a raw co_extra
+value on the same code objects stand in for any such tool: a difference they
+produce as well is CPython's, and is reported, not counted.
 
 With --hooks, three hooks are active while the tests run: a Python observer
 (on_enter/on_exit counting), a native pass-through and a native hook filtered
@@ -13,6 +17,7 @@ same with and without hooks) in --compare mode.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -45,17 +50,48 @@ def install_hooks():
     return counts, marks, observer, passthrough, only, native
 
 
-def mark_some(marks):
+def chosen_codes():
+    """About half of the test functions' code objects, the same in every process (by a CRC of
+    the function's module and qualified name, not by gc order or str hash)."""
     import gc
     import types
-    import coextra_test_consumer_c as consumer
-    n = 0
+    import zlib
     for obj in gc.get_objects():
         if isinstance(obj, types.FunctionType) and (obj.__module__ or "").startswith("test."):
-            n += 1
-            if n % 2 == 0 and consumer.get(obj.__code__, *marks) is None:
-                consumer.set(obj.__code__, marks[0], marks[1], n)
+            key = "%s.%s" % (obj.__module__, obj.__qualname__)
+            if zlib.crc32(key.encode()) % 2 == 0:
+                yield obj.__code__
+
+
+def mark_some(marks):
+    import coextra_test_consumer_c as consumer
+    n = 0
+    for code in chosen_codes():
+        n += 1
+        if consumer.get(code, *marks) is None:
+            consumer.set(code, marks[0], marks[1], n)
     return n
+
+
+class RawCoExtra:
+    """What a tool that uses co_extra without coextra does: one index of its own, a value in
+    it for the same code objects that mark_some marks.  3.14+ treats a code object holding
+    any co_extra data as not stateless (_PyCode_CheckNoInternalState: co_extra != NULL), e.g.
+    for test_code's verify_stateless_code: that is CPython's behaviour with any co_extra user."""
+
+    def __init__(self):
+        import ctypes
+        api = ctypes.pythonapi
+        request = getattr(api, "PyUnstable_Eval_RequestCodeExtraIndex", None) or api._PyEval_RequestCodeExtraIndex
+        request.argtypes, request.restype = [ctypes.c_void_p], ctypes.c_ssize_t
+        self.set = getattr(api, "PyUnstable_Code_SetExtra", None) or api._PyCode_SetExtra
+        self.set.argtypes, self.set.restype = [ctypes.py_object, ctypes.c_ssize_t, ctypes.c_void_p], ctypes.c_int
+        self.index = request(None)  # no free function: the value is a dummy, never dereferenced
+        assert self.index >= 0
+
+    def mark_some(self):
+        for code in chosen_codes():
+            assert self.set(code, self.index, 1) == 0
 
 
 def run_modules(modules, hooks, raw=False):
@@ -63,9 +99,11 @@ def run_modules(modules, hooks, raw=False):
 
     results = {}
     state = install_hooks() if hooks else None
+    raw_extra = None
     if raw:
         import coextra_bench_raw
         coextra_bench_raw.install()
+        raw_extra = RawCoExtra()
     for name in modules:
         t0 = time.time()
         try:
@@ -75,9 +113,13 @@ def run_modules(modules, hooks, raw=False):
             continue
         if state is not None:
             mark_some(state[1])
+        if raw_extra is not None:
+            raw_extra.mark_some()
         result = unittest.TestResult()
         suite.run(result)
-        failed = sorted(t.id() for t, _ in result.failures + result.errors)
+        # Sub-test ids may name objects by address ("<function f at 0x...>"): the same
+        # failure must have the same id in every process.
+        failed = sorted(re.sub(r" at 0x[0-9a-f]+", "", t.id()) for t, _ in result.failures + result.errors)
         if failed and result.testsRun == len(failed) and all(t.startswith("unittest.loader._FailedTest") for t in failed):
             results[name] = {"error": "cannot import test.%s" % name, "failed": [], "run": 0}
             continue
@@ -122,8 +164,9 @@ def compare(modules):
         print("FAIL: the observer hook saw no frames or unbalanced enter/exit: %s" % hooks_info)
         failed += 1
     # A difference that a do-nothing PEP 523 hook WITHOUT coextra (bench's
-    # coextra_bench_raw) also produces is CPython's behaviour under any
-    # eval-frame function, not coextra's: it is reported, not counted.
+    # coextra_bench_raw) plus a raw co_extra value on the same code objects
+    # (RawCoExtra) also produces is CPython's behaviour under any eval-frame
+    # function and co_extra user, not coextra's: it is reported, not counted.
     raw = None
     skipped = 0
     for name in modules:
@@ -145,7 +188,7 @@ def compare(modules):
         print("%-22s run %5s/%-5s  failures plain=%d hooks=%d  %s" % (
             name, a.get("run") if a else "-", b.get("run") if b else "-", len(a["failed"]) if a else -1,
             len(b["failed"]) if b else -1,
-            "same" if same else ("same as with a raw PEP 523 hook (CPython's)" if explained else "DIFFERENT")))
+            "same" if same else ("same as with a raw PEP 523 hook and co_extra (CPython's)" if explained else "DIFFERENT")))
         if not same and a and b:
             for t in sorted(set(a["failed"]) ^ set(b["failed"])):
                 print("    only %s: %s" % ("with hooks" if t in b["failed"] else "without hooks", t))
