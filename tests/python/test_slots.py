@@ -1060,3 +1060,30 @@ class TestStatus(SlotTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipIf(sys.version_info < (3, 14), "concurrent.interpreters is 3.14+")
+class TestStatelessCode(SlotTestCase):
+    """3.14+: a code object holding any co_extra data is not 'stateless'
+    (_PyCode_CheckNoInternalState: co_extra != NULL), so Interpreter.exec(func) refuses it.
+    coextra keeps one block per code object once a value was stored there, so this holds
+    after the value is deleted too.  Interpreter.call(func) shares a function it cannot
+    pickle by name the same way, and refuses it likewise."""
+
+    def test_exec_refuses_code_that_held_a_value(self):
+        from concurrent import interpreters
+        ns = {}
+        exec("def f():\n    x = 5\n", ns)  # a "script": no arguments, globals or return value
+        f = ns["f"]
+        interp = interpreters.create()
+        self.addCleanup(interp.close)
+        interp.exec(f)                      # stateless: accepted
+        slot = self.new_slot()
+        slot[f.__code__] = 1
+        with self.assertRaisesRegex(ValueError, "only basic code objects"):
+            interp.exec(f)
+        with self.assertRaisesRegex(interpreters.NotShareableError, "only stateless functions"):
+            interp.call(f)                  # not importable by name: shared as code, refused too
+        del slot[f.__code__]
+        with self.assertRaisesRegex(ValueError, "only basic code objects"):
+            interp.exec(f)
