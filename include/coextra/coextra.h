@@ -5,7 +5,7 @@
 /*
  * CONTRACTS (read before changing anything in this file)
  *
- *  Platform   CPython 3.9–3.13 (3.14-ready), GIL builds, non-limited C API.
+ *  Platform   CPython 3.9–3.15, GIL builds (free-threaded: not yet), non-limited C API.
  *             Every function needs the GIL (an attached thread state).
  *
  *  Table      `coextra_api` is reached through the capsule `_C_API` of the
@@ -164,7 +164,7 @@ typedef struct coextra_frame_head {
 } coextra_frame_head;
 
 /* CPython's per-code extra array (Include/internal/pycore_code.h,
- * _PyCodeObjectExtra): unchanged 3.9–3.14. */
+ * _PyCodeObjectExtra): unchanged 3.9–3.15. */
 typedef struct coextra_code_extra_ {
     Py_ssize_t ce_size;
     void *ce_extras[1];
@@ -320,7 +320,7 @@ static inline int coextra_sole_interp_(const coextra_fast_entry *fast) {
  *
  * While the main interpreter is the process's only one (the common case),
  * reads CPython's co_extra array directly (PyCodeObject.co_extra is a public
- * field 3.9–3.14) without a call; otherwise (subinterpreters exist, or
+ * field 3.9–3.15) without a call; otherwise (subinterpreters exist, or
  * free-threaded builds) it goes through the table, which checks the calling
  * thread's interpreter. */
 static inline void *coextra_slot_get(PyObject *code, coextra_slot slot) {
