@@ -499,7 +499,10 @@ fc_in_entry_state(PyThreadState *tstate, _PyInterpreterFrame *frame)
 }
 
 /*
- * DANGER — frame->previous at hook time is GARBAGE (3.11, 3.12, 3.13).
+ * DANGER — frame->previous at hook time is GARBAGE (3.11, 3.12, 3.13), and
+ * NULL on 3.14/3.15 (_PyFrame_Initialize takes it as an argument there, and
+ * _PyEval_Vector passes NULL; observed at hook time for calls and
+ * resumptions alike).  Either way it is not the caller.
  *
  * _PyEvalFramePushAndInit / _PyFrame_Initialize (3.11 _PyFrame_InitializeSpecials)
  * deliberately do not set frame->previous ("Does not initialize
