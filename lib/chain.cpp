@@ -380,11 +380,9 @@ inline bool unfinished(const coextra_frame &f) noexcept {
 // After the outermost hook returned: finish the frame if it neither
 // delegated nor returned through coextra_frame_return (on 3.12+ the frame
 // would leak: the callee owns it), exactly as frame_return does; unpin.
-inline PyObject *finish_frame(coextra_frame &f, PyObject *r, bool generator) {
+inline PyObject *finish_frame(coextra_frame &f, PyObject *r) {
     if (unfinished(f)) [[unlikely]]
         r = api::frame_return(view_address(f), r);
-    if (generator) // 3.15: yield or return, as the evaluator said (frame_compat.h)
-        coextra_fc_keep_return_kind(f.head.tstate, raw_of(&f));
     // Unpin, reading the snapshot back from the view (no register kept
     // across the hook call for it; never NULL here).
     Chain *pinned = f.chain;
@@ -399,7 +397,6 @@ inline PyObject *finish_frame(coextra_frame &f, PyObject *r, bool generator) {
 inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag,
                            PyCodeObject *code, std::size_t j) {
     c->refs++;
-    const bool generator = coextra_fc_is_generator_frame(raw);
     coextra_frame f{{tstate, raw, nullptr, 0, 0, nullptr}, c};
 #if !COEXTRA_FC_FRAME_OUTLIVES_EVAL
     f.code = code; // the code the filters read, or nullptr: code_of's cache
@@ -417,7 +414,7 @@ inline PyObject *run_frame(Runtime *rt, Chain *c, PyThreadState *tstate, coextra
         f.head.next = c->hops + j + 1;
         r = h->eval(&f, throwflag, h->ctx);
     }
-    return finish_frame(f, r, generator);
+    return finish_frame(f, r);
 }
 
 // Everything but the fast path: no runtime or a closed one, idle, a foreign
@@ -494,12 +491,9 @@ inline PyObject *run_single_inline(PyThreadState *tstate, coextra_raw_frame *raw
 #if !COEXTRA_FC_FRAME_OUTLIVES_EVAL
     f.code = nullptr; // code_of's cache
 #endif
-    const bool generator = coextra_fc_is_generator_frame(raw);
     PyObject *r = rt->fast_eval(&f, throwflag, rt->fast_ctx);
     if (unfinished(f)) [[unlikely]]
-        r = api::frame_return(view_address(f), r); // see finish_frame
-    if (generator)
-        coextra_fc_keep_return_kind(tstate, raw); // see finish_frame
+        return api::frame_return(view_address(f), r); // see finish_frame
     return r;
 }
 
@@ -533,9 +527,8 @@ PyObject *fast_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, in
 COEXTRA_NO_SLP PyObject *fast_chain(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
     Chain *c = rt->chain;
     c->refs++;
-    const bool generator = coextra_fc_is_generator_frame(raw);
     coextra_frame f{{tstate, raw, nullptr, 0, 0, c->hops + 1}, c};
-    return finish_frame(f, c->hops[0].eval(&f, throwflag, c->hops[0].ctx), generator);
+    return finish_frame(f, c->hops[0].eval(&f, throwflag, c->hops[0].ctx));
 }
 
 // Several hooks, the outermost with a filter: the first hook of the snapshot
@@ -563,6 +556,25 @@ FastPath pick_fast_path(const Chain *c) noexcept {
     return filtered ? &fast_filtered : &fast_chain;
 }
 
+// 3.15: a resumed generator frame, run as any frame (by Body), then told
+// to CPython as yielded or returned from the generator's own state: the
+// per-thread field gen_send_ex2 reads may have been overwritten by generator
+// code that hooks ran after the evaluation (frame_compat.h).  Out of line,
+// so that other frames pay one byte compare (and nothing before 3.15).
+template <PyObject *(*Body)(PyThreadState *, coextra_raw_frame *, int)>
+[[gnu::noinline]] PyObject *run_generator(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+    PyObject *r = Body(tstate, raw, throwflag);
+    coextra_fc_keep_return_kind(tstate, raw);
+    return r;
+}
+
+inline PyObject *dispatch_any(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+    Runtime *rt;
+    if (!dispatch_first(tstate->interp, &rt))
+        return dispatch_general(tstate, raw, throwflag);
+    return rt->fast_path(tstate, raw, throwflag, rt);
+}
+
 // The eval-frame function coextra installs on every interpreter but the main
 // one (which gets dispatch_main, below).  Per frame: one compare to find the
 // runtime (entry 0's, normally the main interpreter's, so a subinterpreter
@@ -571,10 +583,9 @@ FastPath pick_fast_path(const Chain *c) noexcept {
 // hook calls the evaluator directly.  No allocation, no hash lookup, no
 // Python call (Python-level hooks are ordinary hooks of the bindings).
 PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
-    Runtime *rt;
-    if (!dispatch_first(tstate->interp, &rt))
-        return dispatch_general(tstate, raw, throwflag);
-    return rt->fast_path(tstate, raw, throwflag, rt);
+    if (coextra_fc_is_generator_frame(raw)) [[unlikely]]
+        return run_generator<&dispatch_any>(tstate, raw, throwflag);
+    return dispatch_any(tstate, raw, throwflag);
 }
 
 // The main interpreter's eval-frame function: dispatch() without the lookup,
@@ -590,9 +601,15 @@ PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag)
 // interpreter's hooks on another interpreter's frames: unsupported, and
 // documented (docs/cpython-limitations.md); guarding against it would cost
 // a compare on every frame, as much as the lookup this function saves.
-PyObject *dispatch_main(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+inline PyObject *dispatch_main_any(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
     Runtime *rt = g_main.load(std::memory_order_acquire);
     return rt->fast_path(tstate, raw, throwflag, rt);
+}
+
+PyObject *dispatch_main(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
+    if (coextra_fc_is_generator_frame(raw)) [[unlikely]]
+        return run_generator<&dispatch_main_any>(tstate, raw, throwflag);
+    return dispatch_main_any(tstate, raw, throwflag);
 }
 
 } // namespace

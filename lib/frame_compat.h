@@ -98,10 +98,11 @@ int coextra_fc_is_resume(coextra_raw_frame *frame);
  * evaluation returned -- a hook's code after coextra_eval_next, e.g. a
  * Python on_exit that runs sum(x for x in ...) -- overwrites it, and the
  * resumed generator's yield is then taken for a return (or the reverse).
- * So the dispatcher notes at entry whether the frame belongs to a generator
- * (coextra_fc_is_generator_frame: one byte read, the frame's owner) and,
- * after the hooks returned, sets the field again from the generator's own
- * state (coextra_fc_keep_return_kind).  Before 3.15 the generator's state is
+ * So the dispatcher tests at entry whether the frame belongs to a generator
+ * (coextra_fc_is_generator_frame: one byte read, the frame's owner) and runs
+ * such a frame through a wrapper that, after the chain returned, sets the
+ * field again from the generator's own state (coextra_fc_keep_return_kind).
+ * Other frames pay the one compare.  Before 3.15 the generator's state is
  * what CPython reads, and both compile to nothing. */
 #if PY_VERSION_HEX >= 0x030F0000
 #  define COEXTRA_FC_GEN_RETURN_KIND 1
