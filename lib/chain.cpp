@@ -116,6 +116,19 @@ void apply_install_state(Runtime *rt) noexcept {
         rt->direct_tail = rt->tail_is_foreign ? nullptr : reinterpret_cast<coextra_evaluator_fn>(rt->tail);
         sync_direct(rt);
         rt->installed = true;
+    } else if (want && rt->installed && !ours && rt->tail_is_foreign && current == coextra_fc_default_eval()) {
+        // Our chain ended in a foreign tool, and the interpreter now runs no
+        // eval-frame function at all: that tool has left from under us,
+        // putting back what it had found (CPython's evaluator) over our
+        // dispatcher, as save/restore tools do (torch.compile at the end of
+        // every compiled call, the perf trampoline).  Nobody displaced us:
+        // take the interpreter back, with CPython's evaluator as the tail.
+        rt->tail = current;
+        rt->tail_allow_spec = 0;
+        coextra_fc_set_eval(rt->interp, rt->dispatcher, 0);
+        rt->tail_is_foreign = false;
+        rt->direct_tail = reinterpret_cast<coextra_evaluator_fn>(rt->tail);
+        sync_direct(rt);
     } else if (!want && rt->installed) {
         if (ours) {
             coextra_fc_set_eval(rt->interp, rt->tail, rt->tail_allow_spec);

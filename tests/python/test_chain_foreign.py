@@ -68,6 +68,33 @@ class TestChainingForeignTool(ChainTestCase):
         self.assertEqual(native.eval_frame_func(), DEFAULT)
         self.assertEqual(coextra.status().foreign_tail, False)
 
+    def test_tail_leaves_from_under_us(self):
+        # A save/restore tool (torch.compile around every compiled call) that
+        # was there first leaves while coextra sits on top: it writes what it
+        # found, CPython's evaluator, over coextra's dispatcher.  Nobody
+        # displaced coextra; its next check takes the interpreter back, with
+        # CPython's evaluator as the tail.
+        self.install_foreign()
+        seen = []
+        p = self.add_hook(on_enter=seen.append)
+        dispatcher = native.eval_frame_func()
+        foreign.uninstall()
+        self.assertEqual(native.eval_frame_func(), DEFAULT)   # until coextra's next call
+        st = coextra.status()
+        self.assertEqual((st.installed, st.displaced, st.foreign_tail, st.active_hooks), (True, False, False, 1))
+        self.assertEqual(native.eval_frame_func(), dispatcher)
+        self.assertEqual(self.measure(seen), (N_LEAVES, 0, N_LEAVES))
+        # The tool comes back over coextra and leaves again, restoring coextra.
+        self.install_foreign()
+        self.assertEqual(foreign.prev_func(), dispatcher)
+        self.assertEqual(self.measure(seen), (N_LEAVES, N_LEAVES + 1, N_LEAVES))
+        foreign.uninstall()
+        st = coextra.status()
+        self.assertEqual((st.installed, st.displaced, st.foreign_tail), (True, False, False))
+        p.remove()
+        self.assertTrue(is_idle())
+        self.assertEqual(native.eval_frame_func(), DEFAULT)
+
     def test_installed_after_displaces(self):
         seen = []
         p = self.add_hook(on_enter=seen.append)
@@ -455,11 +482,17 @@ class TestPerfTrampoline(ChainTestCase):
         self.assertFalse(sys.is_stack_trampoline_active())
         if sys.version_info >= (3, 15):
             # 3.15 deactivates anyway and stores what it found before it (the
-            # default): coextra is displaced, says so, and writes nothing back.
+            # default) over coextra: the tail has left from under coextra,
+            # whose next check (status()) takes the interpreter back.
+            dispatcher = native.eval_frame_func()
             sys.deactivate_stack_trampoline()
             self.assertEqual(native.eval_frame_func(), DEFAULT)
             st = coextra.status()
-            self.assertEqual((st.installed, st.displaced), (False, True))
+            self.assertEqual((st.installed, st.displaced, st.foreign_tail), (True, False, False))
+            self.assertEqual(native.eval_frame_func(), dispatcher)
+            del seen[:]
+            self.assertEqual(run_leaves(), N_LEAVES)
+            self.assertEqual(seen.count(leaf.__code__), N_LEAVES)
             p.remove()
             self.assertEqual(native.eval_frame_func(), DEFAULT)
             self.assertTrue(is_idle())
