@@ -26,7 +26,14 @@ PKGS_BASE="python3.13-dev python3.14-dev python3.14-dbg python3.15-dev
   libpython3.13-testsuite libpython3.14-testsuite libpython3.15-testsuite
   g++ meson ninja-build pkg-config libboost-container-dev doctest-dev
   python3-mesonpy python3-venv valgrind"
-# Extra packages (space-separated) for suites that need them, e.g. real tools.
+# The real tools that tests/real_tools runs next to coextra (make.py's "tools"
+# suite): Dynamo (torch.compile), coverage.py, line_profiler, yappi and
+# pyinstrument, as sid packages them.  A list of their own because only that
+# suite needs them, and they are most of the root's size (python3-torch and
+# its libraries: about 1 GB).  Which Pythons each one ships for is sid's
+# business (torch: 3.14 only); the suite reads it from the installed files.
+PKGS_TOOLS="python3-torch python3-coverage python3-line-profiler python3-yappi python3-pyinstrument"
+# Extra packages (space-separated) for suites that need them.
 PKGS_EXTRA=${COEXTRA_SID_EXTRA_PKGS:-}
 
 APT_OPTS=(-o Acquire::Check-Valid-Until=false -o APT::Install-Recommends=false -o Dpkg::Use-Pty=0 -qq)
@@ -99,7 +106,7 @@ ensure() {
     echo "sidroot: created in $(( $(date +%s) - t0 )) s"
   fi
   # shellcheck disable=SC2086
-  local want; want=$(missing_pkgs $PKGS_BASE $PKGS_EXTRA)
+  local want; want=$(missing_pkgs $PKGS_BASE $PKGS_TOOLS $PKGS_EXTRA)
   if [ -n "$want" ]; then
     echo "sidroot: installing into the root:" $want
     enter "$ROOTFS" / env DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" update
