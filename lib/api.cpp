@@ -37,6 +37,9 @@ const coextra_api g_api = {
     status_info,
     runtime_version,
     released_error_type,
+    observer_add,
+    observer_add_ex,
+    hook_is_monitored,
 };
 
 } // namespace

@@ -43,6 +43,9 @@ int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out)
 int hook_remove(coextra_hook *hook);
 int hook_set_active(coextra_hook *hook, int active);
 int hook_get_active(coextra_hook *hook);
+int observer_add(const coextra_observer_def *def, coextra_hook **out);
+int observer_add_ex(const coextra_observer_def *def, coextra_eval_fn chain_eval, uint32_t flags, coextra_hook **out);
+int hook_is_monitored(coextra_hook *hook);
 PyObject *eval_next(coextra_frame *frame, int throwflag);
 PyCodeObject *frame_code(coextra_frame *frame) noexcept;
 PyObject *frame_function(coextra_frame *frame) noexcept;

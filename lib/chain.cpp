@@ -32,10 +32,14 @@ inline coextra_hook *handle_of(const HookRec *h) noexcept {
     return reinterpret_cast<coextra_hook *>(static_cast<uintptr_t>(h->id));
 }
 
+} // namespace
+
 void hook_decref(HookRec *h) noexcept {
     if (--h->refs == 0)
         unmake(h);
 }
+
+namespace {
 
 // Out of line: the dispatcher only pays for the decrement (bench: per-frame cost).
 [[gnu::noinline]] void chain_free(Chain *c) noexcept {
@@ -150,12 +154,16 @@ void apply_install_state(Runtime *rt) noexcept {
     }
 }
 
+// Whether h belongs in the chain's snapshot: active, not removed, and not an
+// observer that runs on sys.monitoring instead (monitor.cpp).
+inline bool in_chain(const HookRec *h) noexcept { return h->active && !h->removed && !h->monitored; }
+
 // Rebuild the snapshot of active hooks from the registry.  Only allocation
 // can fail, and then nothing has changed.
 int rebuild_chain(Runtime *rt) {
     std::size_t n = 0;
     for (auto &kv : rt->hooks)
-        if (kv.second->active && !kv.second->removed)
+        if (in_chain(kv.second))
             n++;
     Chain *c = nullptr;
     if (n > 0) {
@@ -172,7 +180,7 @@ int rebuild_chain(Runtime *rt) {
         c->hooks = reinterpret_cast<HookRec **>(reinterpret_cast<char *>(c) + hops_end);
         for (auto &kv : rt->hooks) {
             HookRec *h = kv.second;
-            if (h->active && !h->removed) {
+            if (in_chain(h)) {
                 c->hooks[c->n++] = h;
                 h->refs++;
             }
@@ -655,6 +663,7 @@ bool dispatcher_displaced(Runtime *rt) noexcept {
 }
 
 void runtime_close_hooks(Runtime *rt) noexcept {
+    monitor_close(rt);
     for (auto &kv : rt->hooks) {
         kv.second->removed = true;
         sync_hops(rt, kv.second);
@@ -667,6 +676,109 @@ void runtime_close_hooks(Runtime *rt) noexcept {
     chain_decref(old);
     apply_install(rt);
 }
+
+void call_observer(coextra_observe_fn fn, PyObject *code, void *ctx) {
+    PendingError pending;
+    fn(reinterpret_cast<PyCodeObject *>(code), ctx);
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable(code);
+    pending.restore();
+}
+
+namespace {
+
+// An observer in the chain (no `only`, before 3.12, or no sys.monitoring tool
+// id free): its on_enter and on_exit around the rest of the chain, like a
+// Python-level hook.  The code object is kept across the evaluation (3.12+:
+// the evaluator drops the frame's reference before it returns), and so is
+// the record (a single-hook frame pins no snapshot).  As on sys.monitoring,
+// every entry gets its exit, even from an observer removed meanwhile.
+PyObject *observer_eval(coextra_frame *f, int throwflag, void *ctx) {
+    HookRec *h = static_cast<HookRec *>(ctx);
+    PyObject *code = reinterpret_cast<PyObject *>(code_of(f));
+    Py_INCREF(code);
+    h->refs++;
+    if (h->on_enter != nullptr)
+        call_observer(h->on_enter, code, h->obs_ctx);
+    PyObject *r = api::eval_next(f, throwflag);
+    if (h->on_exit != nullptr)
+        call_observer(h->on_exit, code, h->obs_ctx);
+    hook_decref(h);
+    Py_DECREF(code);
+    return r;
+}
+
+// What hooks and observers have in common when added.
+int check_hook_def(Runtime *rt, const char *name, int priority, coextra_slot only, const char *what) {
+    if (check_name(name, "hook") < 0)
+        return -1;
+    if (priority < COEXTRA_PRIORITY_MIN || priority > COEXTRA_PRIORITY_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: priority %d is outside %d..%d", what, priority, COEXTRA_PRIORITY_MIN,
+                     COEXTRA_PRIORITY_MAX);
+        return -1;
+    }
+    if ((only.index != 0 || only.generation != 0) && checked_slot(rt, only) == nullptr)
+        return -1;
+    return 0;
+}
+
+// A new record, not yet in the registry; nullptr with an error set.
+HookRec *new_hook(Runtime *rt, const char *name, int priority, coextra_slot only, uint32_t flags) {
+    try {
+        String key(name);
+        if (rt->hook_names.find(key) != rt->hook_names.end()) {
+            PyErr_Format(PyExc_ValueError, "coextra: a hook named '%s' already exists", name);
+            return nullptr;
+        }
+        HookRec *h = make<HookRec>();
+        h->name.swap(key);
+        h->id = ++g_hook_ids;
+        h->seq = ++g_hook_seq;
+        h->priority = priority;
+        h->only = only;
+        h->only_bit = present_bit(only.index - 1u);
+        h->flags = flags;
+        return h;
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+        return nullptr;
+    }
+}
+
+// Enter h into the registry and the chain or the monitored observers.  On
+// failure nothing has changed (h is freed) and an error is set.
+int insert_hook(Runtime *rt, HookRec *h, coextra_hook **out) {
+    bool named = false, mapped = false;
+    try {
+        rt->hook_names.emplace(h->name, h->id);
+        named = true;
+        rt->hooks.emplace(h->id, h);
+        mapped = true;
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+    }
+    if (mapped && (h->monitored ? monitor_rebuild(rt) : rebuild_chain(rt)) == 0) {
+        *out = handle_of(h);
+        return 0;
+    }
+    if (mapped)
+        rt->hooks.erase(h->id);
+    if (named)
+        rt->hook_names.erase(h->name);
+    if (h->monitored) {
+        PendingError failure;
+        if (monitor_rebuild(rt) < 0) // without h; gives the tool id back if nothing else uses it
+            PyErr_Clear();
+        failure.restore();
+    }
+    unmake(h);
+    return -1;
+}
+
+// After h was removed, paused or resumed: the structure it belongs to.
+int rebuild_for(Runtime *rt, const HookRec *h) { return h->monitored ? monitor_rebuild(rt) : rebuild_chain(rt); }
+
+} // namespace
 
 [[gnu::noinline, gnu::cold]] static PyObject *eval_next_consumed() {
     PyErr_SetString(PyExc_SystemError,
@@ -685,55 +797,69 @@ int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out)
         return -1;
     }
     Runtime *rt = current_runtime();
-    if (rt == nullptr || check_name(def->name, "hook") < 0)
+    if (rt == nullptr || check_hook_def(rt, def->name, def->priority, def->only, "coextra_hook_add") < 0)
         return -1;
     if (def->eval == nullptr) {
         PyErr_SetString(PyExc_ValueError, "coextra_hook_add: eval must not be NULL");
         return -1;
     }
-    if (def->priority < COEXTRA_PRIORITY_MIN || def->priority > COEXTRA_PRIORITY_MAX) {
-        PyErr_Format(PyExc_ValueError, "coextra_hook_add: priority %d is outside %d..%d", def->priority,
-                     COEXTRA_PRIORITY_MIN, COEXTRA_PRIORITY_MAX);
+    HookRec *h = new_hook(rt, def->name, def->priority, def->only, flags);
+    if (h == nullptr)
+        return -1;
+    h->eval = def->eval;
+    h->ctx = def->ctx;
+    return insert_hook(rt, h, out);
+}
+
+int observer_add_ex(const coextra_observer_def *def, coextra_eval_fn chain_eval, uint32_t flags,
+                    coextra_hook **out) {
+    RegistryLock lock;
+    if (out != nullptr)
+        *out = nullptr;
+    if (def == nullptr || out == nullptr) {
+        PyErr_SetString(PyExc_ValueError, "coextra_observer_add: def and out must not be NULL");
         return -1;
     }
-    if ((def->only.index != 0 || def->only.generation != 0) && checked_slot(rt, def->only) == nullptr)
+    Runtime *rt = current_runtime();
+    if (rt == nullptr || check_hook_def(rt, def->name, def->priority, def->only, "coextra_observer_add") < 0)
         return -1;
-    HookRec *h = nullptr;
-    bool named = false, mapped = false;
-    try {
-        String name(def->name);
-        if (rt->hook_names.find(name) != rt->hook_names.end()) {
-            PyErr_Format(PyExc_ValueError, "coextra: a hook named '%s' already exists", def->name);
-            return -1;
+    if (def->on_enter == nullptr && def->on_exit == nullptr) {
+        PyErr_SetString(PyExc_ValueError, "coextra_observer_add: on_enter and on_exit are both NULL");
+        return -1;
+    }
+    // With `only`, on sys.monitoring where it can (3.12+, a tool id free);
+    // else in the chain.
+    int monitored = 0;
+    if (def->only.generation != 0 && (monitored = monitor_take_tool(rt)) < 0)
+        return -1;
+    HookRec *h = new_hook(rt, def->name, def->priority, def->only, flags);
+    if (h == nullptr) {
+        if (monitored) {
+            PendingError failure;
+            if (monitor_rebuild(rt) < 0) // gives the tool id back if nothing else uses it
+                PyErr_Clear();
+            failure.restore();
         }
-        h = make<HookRec>();
-        h->name = name;
-        h->id = ++g_hook_ids;
-        h->seq = ++g_hook_seq;
-        h->priority = def->priority;
-        h->eval = def->eval;
-        h->ctx = def->ctx;
-        h->only = def->only;
-        h->only_bit = present_bit(def->only.index - 1u);
-        h->flags = flags;
-        rt->hook_names.emplace(std::move(name), h->id);
-        named = true;
-        rt->hooks.emplace(h->id, h);
-        mapped = true;
-    } catch (const std::bad_alloc &) {
-        PyErr_NoMemory();
+        return -1;
     }
-    if (mapped && rebuild_chain(rt) == 0) {
-        *out = handle_of(h);
-        return 0;
-    }
-    if (mapped)
-        rt->hooks.erase(h->id);
-    if (named)
-        rt->hook_names.erase(h->name);
-    if (h != nullptr)
-        unmake(h);
-    return -1;
+    h->observer = true;
+    h->monitored = monitored == 1;
+    h->on_enter = def->on_enter;
+    h->on_exit = def->on_exit;
+    h->obs_ctx = def->ctx;
+    h->eval = chain_eval != nullptr ? chain_eval : &observer_eval;
+    h->ctx = chain_eval != nullptr ? def->ctx : static_cast<void *>(h);
+    return insert_hook(rt, h, out);
+}
+
+int observer_add(const coextra_observer_def *def, coextra_hook **out) { return observer_add_ex(def, nullptr, 0, out); }
+
+int hook_is_monitored(coextra_hook *hook) {
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    HookRec *h = checked_hook(rt, hook);
+    return h == nullptr ? -1 : (h->monitored ? 1 : 0);
 }
 
 int hook_add(const coextra_hook_def *def, coextra_hook **out) { return hook_add_ex(def, 0, out); }
@@ -748,7 +874,7 @@ int hook_remove(coextra_hook *hook) {
         return -1;
     h->removed = true;
     sync_hops(rt, h);
-    if (rebuild_chain(rt) < 0) {
+    if (rebuild_for(rt, h) < 0) {
         h->removed = false;
         sync_hops(rt, h);
         return -1;
@@ -774,7 +900,7 @@ int hook_set_active(coextra_hook *hook, int active) {
         apply_install(rt); // also re-checks for displacement
         return 0;
     }
-    if (rebuild_chain(rt) < 0) {
+    if (rebuild_for(rt, h) < 0) {
         h->active = was;
         sync_hops(rt, h);
         return -1;
@@ -887,11 +1013,18 @@ PyObject *status_info() {
     coextra_raw_eval_fn def = coextra_fc_default_eval();
     const bool foreign = rt->installed ? rt->tail != def : (current != def && !installed);
     const Py_ssize_t active = rt->chain ? static_cast<Py_ssize_t>(rt->chain->n) : 0;
+    Py_ssize_t observers = 0;
+    for (auto &kv : rt->hooks)
+        observers += kv.second->observer && kv.second->active && !kv.second->removed;
     PyObject *index = rt->co_extra_index >= 0 ? PyLong_FromSsize_t(rt->co_extra_index) : (Py_INCREF(Py_None), Py_None);
-    if (index == nullptr)
+    PyObject *tool = rt->mon_tool >= 0 ? PyLong_FromLong(rt->mon_tool) : (Py_INCREF(Py_None), Py_None);
+    if (index == nullptr || tool == nullptr) {
+        Py_XDECREF(index);
+        Py_XDECREF(tool);
         return nullptr;
-    return Py_BuildValue("(OOOnN)", installed ? Py_True : Py_False, displaced ? Py_True : Py_False,
-                         foreign ? Py_True : Py_False, active, index);
+    }
+    return Py_BuildValue("(OOOnNNn)", installed ? Py_True : Py_False, displaced ? Py_True : Py_False,
+                         foreign ? Py_True : Py_False, active, index, tool, observers);
 }
 
 } // namespace api

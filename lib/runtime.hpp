@@ -61,6 +61,20 @@ struct RegistryLock {
     RegistryLock &operator=(const RegistryLock &) = delete;
 };
 
+// A pending Python exception kept across code that may raise and clear its
+// own (3.12+ PyErr_GetRaisedException; before, the type/value/traceback
+// triple): taken at construction, put back by restore().
+struct PendingError {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+    void restore() noexcept { PyErr_SetRaisedException(exc); }
+#else
+    PyObject *type, *value, *tb;
+    PendingError() noexcept { PyErr_Fetch(&type, &value, &tb); }
+    void restore() noexcept { PyErr_Restore(type, value, tb); }
+#endif
+};
+
 struct Runtime;
 
 // One of the dispatcher's paths (chain.cpp), picked per runtime.
@@ -77,6 +91,7 @@ struct SlotRec {
     uint32_t generation = 0;
     uint32_t flags = 0;
     std::size_t live = 0; // code objects holding a value in this slot
+    uint32_t watchers = 0; // active observers on sys.monitoring with this slot as `only` (monitor.cpp)
 };
 
 // The co_extra block of one code object.  Starts with the frozen public
@@ -93,6 +108,9 @@ struct Block {
     // a set bit proves nothing about generations (the `only` filter then
     // reads the entry).  Kept by set_entry / empty_entry, the only writers.
     uint32_t present;
+    PyObject *code;  // the code object holding the block (borrowed: the block dies with it)
+    bool monitored;  // sys.monitoring local events are on for `code` (monitor.cpp)
+    uint32_t in_flight; // frames of `code` whose observers were entered and not yet exited (monitor.cpp)
     static constexpr uint32_t kInline = 2;
     coextra_block_entry inline_entries[kInline];
 };
@@ -126,6 +144,15 @@ struct HookRec {
     uint32_t flags = 0;
     bool active = true;
     bool removed = false; // chain.cpp sync_hops() after any change of these two
+    // Observers (ABI 1.3): they watch (enter/exit) instead of evaluating.  In
+    // the chain, eval is a wrapper that calls them around coextra_eval_next
+    // (chain.cpp observer_eval, or the Python face's own); `monitored` ones
+    // run on sys.monitoring events instead and are in no snapshot.
+    bool observer = false;
+    bool monitored = false;
+    coextra_observe_fn on_enter = nullptr;
+    coextra_observe_fn on_exit = nullptr;
+    void *obs_ctx = nullptr;
 };
 
 // A snapshot of the active hooks, outermost first, and the steps the inline
@@ -145,6 +172,13 @@ struct Chain {
     HookRec **hooks;   // n entries, in the same allocation after hops
     coextra_hop hops[1]; // n + 1 entries (allocated with the right size): at a fixed offset,
                          // so that a fast path finds a step without loading a pointer
+};
+
+// sys.monitoring's event numbers (monitor.cpp reads them by name: they move
+// between versions).
+struct MonEvents {
+    long enter[3], exit[3]; // PY_START, PY_RESUME, PY_THROW / PY_RETURN, PY_YIELD, PY_UNWIND
+    long local, global;     // turned on for each marked code object / for the interpreter (3.12-3.14)
 };
 
 struct Runtime {
@@ -186,6 +220,14 @@ struct Runtime {
     void *fast_ctx = nullptr;
     coextra_slot fast_only{0, 0};
     uint32_t fast_only_bit = 0;
+
+    // observers on sys.monitoring (monitor.cpp)
+    int mon_tool = -1;              // the sys.monitoring tool id held, or -1
+    bool mon_unavailable = false;   // neither id was free when asked: observers use the chain
+    Vector<HookRec *> mon_hooks;    // active monitored observers, outermost first (each holds a ref)
+    PyObject *mon_module = nullptr; // sys.monitoring (strong, while mon_tool is held)
+    std::size_t mon_in_flight = 0;  // sum of Block::in_flight: the tool id is kept while any
+    MonEvents mon_events{};
 };
 
 // ---- the frozen-layout read (coextra_slot_get's inline fast path) -----------
@@ -284,6 +326,7 @@ SlotRec *checked_slot(Runtime *rt, coextra_slot slot); // error set when nullptr
 void runtime_close_slots(Runtime *rt) noexcept;
 
 // ---- chain.cpp ------------------------------------------------------------
+void hook_decref(HookRec *h) noexcept;
 void runtime_close_hooks(Runtime *rt) noexcept;
 bool dispatcher_displaced(Runtime *rt) noexcept;
 // The main interpreter's runtime gets an eval-frame function of its own that
@@ -293,6 +336,33 @@ bool dispatcher_displaced(Runtime *rt) noexcept;
 coextra_raw_eval_fn dispatcher_for(PyInterpreterState *interp) noexcept;
 void bind_dispatcher(Runtime *rt) noexcept;
 void unbind_dispatcher(Runtime *rt) noexcept;
+
+// ---- observers (chain.cpp and monitor.cpp) ----------------------------------
+// Call an observer's function.  A Python exception it leaves set is reported
+// to sys.unraisablehook and cleared (it must not reach the frame); one that
+// was pending before (gen.throw() sets it before the frame runs) is kept.
+void call_observer(coextra_observe_fn fn, PyObject *code, void *ctx);
+
+// ---- monitor.cpp: observers on sys.monitoring (3.12+) -----------------------
+// Whether an observer with `only` can run on sys.monitoring: 3.12+ and a tool
+// id held (taken on first need).  0 = no (use the chain), 1 = yes, -1 = error.
+int monitor_take_tool(Runtime *rt);
+// After observers were added, removed, paused or resumed: the list of active
+// monitored observers, the slots they watch and every marked code object's
+// local events; gives the tool id back when no monitored observer is left.
+// -1 with an error set if sys.monitoring failed (the registry is then
+// consistent, events may be on where none is needed: callbacks filter).
+int monitor_rebuild(Runtime *rt);
+// Turn the local events of b's code on or off (slots.cpp: on before a value
+// is stored in a watched slot, so that a failure leaves nothing stored).
+int monitor_set_events(Runtime *rt, Block *b, bool on);
+// After a value left a watched slot of b: events off if nothing watched is
+// left (a failure is reported as unraisable: extra events only cost time,
+// the callbacks find nothing to call).
+void monitor_unwatch(Runtime *rt, Block *b) noexcept;
+// Whether b holds a value in any slot a monitored observer watches.
+bool monitor_wants(const Runtime *rt, const Block *b) noexcept;
+void monitor_close(Runtime *rt) noexcept;
 
 } // namespace coextra
 

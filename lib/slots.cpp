@@ -121,6 +121,7 @@ Block *ensure_block(Runtime *rt, PyObject *code, uint32_t needed) {
         b->pub.capacity = Block::kInline;
         b->pub.magic = COEXTRA_BLOCK_MAGIC;
         b->rt = rt;
+        b->code = code;
         if (grow_block(b, needed) < 0) {
             destroy_block(b);
             return nullptr;
@@ -315,6 +316,13 @@ int slot_release(coextra_slot slot) {
         }
         empty_entry(b, i);
     }
+    if (rec->watchers > 0) {
+        // Observers keep their (now stale) `only`: they never match again.
+        rec->watchers = 0;
+        for (Block *b = rt->blocks; b != nullptr; b = b->next)
+            if (b->monitored)
+                monitor_unwatch(rt, b);
+    }
     coextra_free_fn fn = rec->free_fn;
     void *ctx = rec->ctx;
     rt->slot_names.erase(rec->name);
@@ -350,6 +358,8 @@ int slot_clear(PyObject *code, coextra_slot slot) {
         return 0;
     b->n_values--;
     rec->live--;
+    if (rec->watchers > 0)
+        monitor_unwatch(rt, b);
     if (rec->free_fn != nullptr)
         rec->free_fn(old, rec->ctx);
     return 0;
@@ -370,6 +380,15 @@ int slot_set(PyObject *code, coextra_slot slot, void *value) {
     Block *b = ensure_block(rt, code, slot.index);
     if (b == nullptr)
         return -1;
+    // An observer on sys.monitoring watches this slot: the code's local
+    // events go on first, so that a failure leaves nothing stored.
+    if (rec->watchers > 0 && !b->monitored) {
+        b->monitored = true; // what monitor_wants says once the value is in
+        if (monitor_set_events(rt, b, true) < 0) {
+            b->monitored = false;
+            return -1;
+        }
+    }
     const coextra_block_entry &e = b->pub.entries[slot.index - 1];
     void *old = e.generation == slot.generation ? e.value : nullptr;
     set_entry(b, slot.index - 1, value, slot.generation);

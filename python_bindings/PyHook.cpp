@@ -97,6 +97,21 @@ PyObject *py_hook_eval(coextra_frame *frame, int throwflag, void *ctx) {
     return r;
 }
 
+// The same callbacks as observers on sys.monitoring (3.12+, with `only`):
+// CPython calls them from inside the frame, after its RESUME, with tracing
+// already off for the thread.
+void py_observe_enter(PyCodeObject *code, void *ctx) {
+    HookObject *h = static_cast<HookObject *>(ctx);
+    if (h->on_enter != nullptr && !is_busy(h))
+        call_guarded(h, h->on_enter, reinterpret_cast<PyObject *>(code));
+}
+
+void py_observe_exit(PyCodeObject *code, void *ctx) {
+    HookObject *h = static_cast<HookObject *>(ctx);
+    if (h->on_exit != nullptr && !is_busy(h))
+        call_guarded(h, h->on_exit, reinterpret_cast<PyObject *>(code));
+}
+
 int check_callable(PyObject *o, const char *what) {
     if (o == Py_None || PyCallable_Check(o))
         return 0;
@@ -179,6 +194,13 @@ PyObject *hook_get_name(PyObject *self, void *) {
 }
 PyObject *hook_get_priority(PyObject *self, void *) { return PyLong_FromLong(as_hook(self)->priority); }
 PyObject *hook_get_removed(PyObject *self, void *) { return PyBool_FromLong(as_hook(self)->handle == nullptr); }
+PyObject *hook_get_monitored(PyObject *self, void *) {
+    HookObject *h = as_hook(self);
+    if (h->handle == nullptr)
+        Py_RETURN_FALSE;
+    int m = h->api->hook_is_monitored(h->handle);
+    return m < 0 ? nullptr : PyBool_FromLong(m);
+}
 
 PyObject *hook_repr(PyObject *self) {
     HookObject *h = as_hook(self);
@@ -233,6 +255,9 @@ PyGetSetDef hook_getset[] = {
     {"name", hook_get_name, nullptr, "The hook's unique name.", nullptr},
     {"priority", hook_get_priority, nullptr, "Lower = outer.", nullptr},
     {"removed", hook_get_removed, nullptr, "True once removed.", nullptr},
+    {"monitored", hook_get_monitored, nullptr,
+     "True while the hook runs on sys.monitoring events (3.12+, with `only`) rather than in the eval-frame chain.",
+     nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
 // Hooks are made by coextra.add_hook() only.  Without a tp_new of its own the
@@ -277,7 +302,9 @@ PyObject *add_hook(PyObject *module, PyObject *args, PyObject *kwargs) {
         PyErr_SetString(PyExc_ValueError, "coextra.add_hook: name contains a NUL character");
         return nullptr;
     }
-    coextra_hook_def def{cname, priority, py_hook_eval, nullptr, coextra_slot{0, 0}};
+    // An observer: on sys.monitoring where the runtime can (3.12+, `only`),
+    // else in the chain through py_hook_eval.
+    coextra_observer_def def{cname, priority, py_observe_enter, py_observe_exit, nullptr, coextra_slot{0, 0}};
     if (only != Py_None) {
         def.only = slot_handle(only, st);
         if (def.only.generation == 0)
@@ -301,7 +328,7 @@ PyObject *add_hook(PyObject *module, PyObject *args, PyObject *kwargs) {
         Py_DECREF(h);
         return nullptr;
     }
-    if (st->api->hook_add_ex(&def, COEXTRA_FLAG_PYTHON, &h->handle) < 0) {
+    if (st->api->observer_add_ex(&def, py_hook_eval, COEXTRA_FLAG_PYTHON, &h->handle) < 0) {
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         Py_ssize_t n = PyList_GET_SIZE(st->hooks);

@@ -29,7 +29,7 @@ PyMethodDef module_methods[] = {
      "add_hook(name, *, on_enter=None, on_exit=None, priority=PRIORITY_DEFAULT, only=None) -> Hook"},
     {"_slots", py_slots, METH_NOARGS, "[(name, index, live, native)] of the live slots."},
     {"_hooks", py_hooks, METH_NOARGS, "[(name, priority, active, native)], outermost first."},
-    {"_status", py_status, METH_NOARGS, "(installed, displaced, foreign_tail, active_hooks, co_extra_index)."},
+    {"_status", py_status, METH_NOARGS, "(installed, displaced, foreign_tail, active_hooks, co_extra_index, monitoring_tool_id, observers)."},
     {"_runtime_version", py_runtime_version, METH_NOARGS, "Version of the build that created the runtime."},
     {nullptr, nullptr, 0, nullptr}};
 

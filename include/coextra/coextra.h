@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define COEXTRA_ABI_MAJOR 1
-#define COEXTRA_ABI_MINOR 2
+#define COEXTRA_ABI_MINOR 3
 
 #define COEXTRA_MODULE_NAME "coextra._coextra"
 #define COEXTRA_CAPSULE_NAME "coextra._coextra._C_API"
@@ -85,6 +85,26 @@ typedef struct coextra_hook_def {
     void *ctx;             /* passed to eval; must stay valid until the hook is removed */
     coextra_slot only;     /* non-zero: only frames whose code holds a value in this slot */
 } coextra_hook_def;
+
+/* An observer (ABI 1.3): a hook that only watches frames.  on_enter runs when
+ * a frame of the code starts or resumes (a call, next/send, throw()), on_exit
+ * when it returns, yields or unwinds; both get the frame's code object
+ * (borrowed).  They must not raise (a Python exception set on return is
+ * reported to sys.unraisablehook and cleared).  With `only` set, on CPython
+ * 3.12+ coextra runs them on sys.monitoring local events of exactly the code
+ * objects that hold a value in that slot, and installs no eval-frame function
+ * for them; otherwise they run in the eval-frame chain like any hook. */
+typedef void (*coextra_observe_fn)(PyCodeObject *code, void *ctx);
+
+typedef struct coextra_observer_def {
+    const char *name;            /* unique among live hooks and observers; copied */
+    int priority;                /* COEXTRA_PRIORITY_MIN..MAX; orders observers among themselves */
+    coextra_observe_fn on_enter; /* may be NULL */
+    coextra_observe_fn on_exit;  /* may be NULL (not both) */
+    void *ctx;                   /* passed to both; must stay valid until the observer is removed and
+                                  * the frames it entered have left: every on_enter gets its on_exit */
+    coextra_slot only;           /* non-zero: only frames whose code holds a value in this slot */
+} coextra_observer_def;
 
 /* ---- frozen layouts read by the inline fast path ------------------------ */
 
@@ -205,10 +225,22 @@ typedef struct coextra_api {
     int (*hook_get_active)(coextra_hook *hook); /* 1/0; -1 + error if removed or foreign */
     PyObject *(*slots_info)(void);  /* [(name, index, live, native)] */
     PyObject *(*hooks_info)(void);  /* [(name, priority, active, native)], outermost first */
-    PyObject *(*status_info)(void); /* (installed, displaced, foreign_tail, active_hooks, co_extra_index) */
+    PyObject *(*status_info)(void); /* (installed, displaced, foreign_tail, active_hooks, co_extra_index,
+                                     *  monitoring_tool_id, observers) (the last two since 1.3) */
     const char *(*runtime_version)(void);
     PyObject *(*released_error_type)(void); /* new reference to this interpreter's coextra.ReleasedError */
     /* ABI 1.0 ends here; append below and bump COEXTRA_ABI_MINOR. */
+
+    /* ABI 1.3: observers.  The handle is a coextra_hook: coextra_hook_remove
+     * and coextra_hook_set_active apply.  observer_add_ex is the Python face's:
+     * `chain_eval` (with def->ctx) replaces the runtime's own enter/exit
+     * wrapper where the observer runs in the eval-frame chain. */
+    int (*observer_add)(const coextra_observer_def *def, coextra_hook **out);
+    int (*observer_add_ex)(const coextra_observer_def *def, coextra_eval_fn chain_eval, uint32_t flags,
+                           coextra_hook **out);
+    /* 1 if the hook or observer runs on sys.monitoring events, 0 if in the
+     * eval-frame chain; -1 + error if removed or foreign. */
+    int (*hook_is_monitored)(coextra_hook *hook);
 } coextra_api;
 
 /* ---- the hidden per-extension table pointer ----------------------------- */
@@ -355,6 +387,15 @@ static inline int coextra_hook_add(const coextra_hook_def *def, coextra_hook **o
 }
 static inline int coextra_hook_remove(coextra_hook *hook) {
     return coextra_api_ptr_ ? coextra_api_ptr_->hook_remove(hook) : coextra_not_imported_();
+}
+/* ABI 1.3: add an observer (see coextra_observer_def). */
+static inline int coextra_observer_add(const coextra_observer_def *def, coextra_hook **out) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->observer_add(def, out) : coextra_not_imported_();
+}
+/* ABI 1.3: 1 if the hook or observer runs on sys.monitoring events (an
+ * observer with `only`, 3.12+), 0 if in the eval-frame chain. */
+static inline int coextra_hook_is_monitored(coextra_hook *hook) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->hook_is_monitored(hook) : coextra_not_imported_();
 }
 static inline int coextra_hook_set_active(coextra_hook *hook, int active) {
     return coextra_api_ptr_ ? coextra_api_ptr_->hook_set_active(hook, active) : coextra_not_imported_();

@@ -31,7 +31,8 @@ __all__ = [
 
 SlotInfo = _namedtuple("SlotInfo", "name index live native")
 HookInfo = _namedtuple("HookInfo", "name priority active native")
-Status = _namedtuple("Status", "installed displaced foreign_tail active_hooks co_extra_index")
+Status = _namedtuple("Status", "installed displaced foreign_tail active_hooks co_extra_index "
+                               "monitoring_tool_id observers")
 
 
 def slots():
@@ -54,6 +55,10 @@ def status():
     foreign_tail:   the chain ends in another tool's eval-frame function, not CPython's
     active_hooks:   number of hooks in the active chain
     co_extra_index: the one co_extra index coextra holds (None before the first value)
+    monitoring_tool_id: the sys.monitoring tool id coextra holds for observers that
+                    run on sys.monitoring (3.12+, hooks with `only`), or None
+    observers:      number of active observers (hooks that only watch: every Python
+                    hook), whichever mechanism runs them
     """
     return Status(*_coextra._status())
 

@@ -41,6 +41,8 @@ class Hook:
     def priority(self) -> int: ...
     @property
     def removed(self) -> bool: ...
+    @property
+    def monitored(self) -> bool: ...
     active: bool
     def remove(self) -> None: ...
     def __enter__(self: _H) -> _H: ...
@@ -65,6 +67,8 @@ class Status(NamedTuple):
     foreign_tail: bool
     active_hooks: int
     co_extra_index: Optional[int]
+    monitoring_tool_id: Optional[int]
+    observers: int
 
 def add_hook(name: str, *, on_enter: Optional[Callable[[CodeType], object]] = ...,
              on_exit: Optional[Callable[[CodeType], object]] = ..., priority: int = ...,
