@@ -250,6 +250,59 @@ static PyObject *add(PyObject *m, PyObject *args, PyObject *kw) {
     return PyLong_FromVoidPtr(c);
 }
 
+/* A native observer (ABI 1.3): appends (name, "enter"/"exit", co_name) to the list arg. */
+static void observe(hook_ctx *c, const char *what, PyCodeObject *code) {
+    PyObject *t;
+    c->count++;
+    t = Py_BuildValue("(ssO)", c->name, what, code->co_name);
+    if (t == NULL || PyList_Append(c->arg, t) < 0)
+        PyErr_Clear(); /* an observer must not raise */
+    Py_XDECREF(t);
+}
+static void observe_enter(PyCodeObject *code, void *ctx) { observe((hook_ctx *)ctx, "enter", code); }
+static void observe_exit(PyCodeObject *code, void *ctx) { observe((hook_ctx *)ctx, "exit", code); }
+/* An observer that raises: the runtime must report it and keep the frame running. */
+static void observe_raise(PyCodeObject *code, void *ctx) {
+    (void)code;
+    ((hook_ctx *)ctx)->count++;
+    PyErr_SetString(PyExc_RuntimeError, "native observer raise");
+}
+
+/* add_observer(name, priority, log, only=(0, 0), raise_=False) -> handle (int) */
+static PyObject *add_observer(PyObject *m, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"name", "priority", "log", "only", "raise_", NULL};
+    const char *name;
+    int priority, raise_ = 0;
+    PyObject *log;
+    unsigned int only_index = 0, only_gen = 0;
+    hook_ctx *c;
+    coextra_observer_def def;
+    (void)m;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "siO!|(II)p", kwlist, &name, &priority, &PyList_Type, &log,
+                                     &only_index, &only_gen, &raise_))
+        return NULL;
+    c = (hook_ctx *)PyMem_RawCalloc(1, sizeof(hook_ctx));
+    if (c == NULL)
+        return PyErr_NoMemory();
+    c->mode = MODE_LOG;
+    strncpy(c->name, name, sizeof(c->name) - 1);
+    Py_INCREF(log);
+    c->arg = log;
+    def.name = name;
+    def.priority = priority;
+    def.on_enter = raise_ ? observe_raise : observe_enter;
+    def.on_exit = observe_exit;
+    def.ctx = c;
+    def.only.index = only_index;
+    def.only.generation = only_gen;
+    if (coextra_observer_add(&def, &c->handle) < 0) {
+        Py_DECREF(c->arg);
+        PyMem_RawFree(c);
+        return NULL;
+    }
+    return PyLong_FromVoidPtr(c);
+}
+
 static hook_ctx *ctx_of(PyObject *h) {
     hook_ctx *c = (hook_ctx *)PyLong_AsVoidPtr(h);
     if (c == NULL && !PyErr_Occurred())
@@ -276,6 +329,15 @@ static PyObject *set_active(PyObject *m, PyObject *args) {
     if (coextra_hook_set_active(c->handle, active) < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *is_monitored(PyObject *m, PyObject *h) {
+    hook_ctx *c = ctx_of(h);
+    int r;
+    (void)m;
+    if (c == NULL || (r = coextra_hook_is_monitored(c->handle)) < 0)
+        return NULL;
+    return PyBool_FromLong(r);
 }
 
 static PyObject *count(PyObject *m, PyObject *h) {
@@ -374,6 +436,9 @@ static PyObject *default_eval_func(PyObject *m, PyObject *noargs) {
 static PyMethodDef methods[] = {
     {"add", (PyCFunction)(void (*)(void))add, METH_VARARGS | METH_KEYWORDS,
      "add(name, priority, mode, arg=None, only=(index, generation)) -> handle"},
+    {"add_observer", (PyCFunction)(void (*)(void))add_observer, METH_VARARGS | METH_KEYWORDS,
+     "add_observer(name, priority, log, only=(0, 0), raise_=False) -> handle: a native observer logging to log"},
+    {"is_monitored", is_monitored, METH_O, "is_monitored(handle): runs on sys.monitoring"},
     {"remove", remove_hook, METH_O, "remove(handle)"},
     {"remove_raw", remove_raw, METH_O, "remove_raw(address): pass any pointer as a hook handle"},
     {"set_active", set_active, METH_VARARGS, "set_active(handle, flag)"},

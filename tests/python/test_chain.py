@@ -518,8 +518,10 @@ class TestIntrospectionAndErrors(ChainTestCase):
     def test_hooks_and_status(self):
         st = coextra.status()
         self.assertIsInstance(st, coextra.Status)
-        self.assertEqual(st._fields, ("installed", "displaced", "foreign_tail", "active_hooks", "co_extra_index"))
-        self.assertEqual((st.installed, st.displaced, st.foreign_tail, st.active_hooks), (False, False, False, 0))
+        self.assertEqual(st._fields, ("installed", "displaced", "foreign_tail", "active_hooks", "co_extra_index",
+                                      "monitoring_tool_id", "observers"))
+        self.assertEqual((st.installed, st.displaced, st.foreign_tail, st.active_hooks, st.monitoring_tool_id,
+                          st.observers), (False, False, False, 0, None, 0))
         self.assertTrue(st.co_extra_index is None or (isinstance(st.co_extra_index, int) and st.co_extra_index >= 0))
         before = coextra.hooks()
         p = self.add_hook("chain.intro.p", priority=coextra.PRIORITY_OPTIMIZER, on_exit=id)

@@ -93,8 +93,8 @@ class UnraisableCatcher:
 
 def is_idle():
     st = coextra.status()
-    return (not st.installed and not st.displaced and st.active_hooks == 0
-            and native.eval_frame_func() == native.default_eval_func())
+    return (not st.installed and not st.displaced and st.active_hooks == 0 and st.observers == 0
+            and st.monitoring_tool_id is None and native.eval_frame_func() == native.default_eval_func())
 
 
 class ChainTestCase(unittest.TestCase):

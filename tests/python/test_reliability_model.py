@@ -295,6 +295,10 @@ class Run:
         names = {id(h): n for n, h in self.hooks.items()}
         firing = [names[id(h)] for h in order if self.fires(h, serial)]
         py_firing = [n for n in firing if not self.hooks[n]["native"]]
+        # Python hooks on sys.monitoring (3.12+, with `only`) run inside the frame: innermost,
+        # in priority order among themselves.
+        py_firing = ([n for n in py_firing if not self.hooks[n]["obj"].monitored]
+                     + [n for n in py_firing if self.hooks[n]["obj"].monitored])
         want = [(n, "enter") for n in py_firing] + [(n, "exit") for n in reversed(py_firing)]
         self.check(seen == want, "hooks saw the frame as %r, expected %r" % (seen, want))
         for n, (e0, x0) in native_before.items():
