@@ -1,4 +1,4 @@
-/* bench_native.c: coextra_bench_native, N native pass-through coextra hooks, an `only` hook that skips every frame, C loops timing coextra_slot_get vs raw GetExtra. */
+/* bench_native.c: coextra_bench_native, N native pass-through coextra hooks, an `only` hook that skips every frame, a native observer, C loops timing coextra_slot_get vs raw GetExtra. */
 /*
  * Built only against include/coextra/coextra.h (no link to libcoextra), the
  * way a third-party tool builds.  The loops are also meant to run under
@@ -80,6 +80,41 @@ static PyObject *add_skip(PyObject *m, PyObject *noargs) {
     return PyLong_FromLong(g_nhooks);
 }
 
+/* A native observer (ABI 1.3) that counts: its `only` slot marks the code
+ * objects given to add_observer. */
+static coextra_slot g_observed;
+static long g_observations;
+static void count_observation(PyCodeObject *code, void *ctx) {
+    (void)code;
+    (void)ctx;
+    g_observations++;
+}
+
+/* add_observer(code): mark code in a slot and add a counting observer with that `only`. */
+static PyObject *add_observer(PyObject *m, PyObject *code) {
+    coextra_observer_def def;
+    (void)m;
+    if (g_nhooks >= MAX_HOOKS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many bench hooks");
+        return NULL;
+    }
+    if (g_observed.generation == 0 &&
+        coextra_slot_reserve("coextra-bench-observed", NULL, NULL, &g_observed) < 0)
+        return NULL;
+    if (coextra_slot_set(code, g_observed, &g_value) < 0)
+        return NULL;
+    def.name = "coextra-bench-observer";
+    def.priority = COEXTRA_PRIORITY_PROFILER;
+    def.on_enter = count_observation;
+    def.on_exit = count_observation;
+    def.ctx = NULL;
+    def.only = g_observed;
+    if (coextra_observer_add(&def, &g_hooks[g_nhooks]) < 0)
+        return NULL;
+    g_nhooks++;
+    return PyLong_FromLong(g_observations);
+}
+
 /* remove_all(): remove every bench hook (and the `only` slot). */
 static PyObject *remove_all(PyObject *m, PyObject *noargs) {
     (void)m;
@@ -93,6 +128,11 @@ static PyObject *remove_all(PyObject *m, PyObject *noargs) {
         if (coextra_slot_release(g_never) < 0)
             return NULL;
         g_never.index = g_never.generation = 0;
+    }
+    if (g_observed.generation != 0) {
+        if (coextra_slot_release(g_observed) < 0)
+            return NULL;
+        g_observed.index = g_observed.generation = 0;
     }
     Py_RETURN_NONE;
 }
@@ -239,6 +279,7 @@ static PyMethodDef methods[] = {
     {"add", add, METH_O, "add(k): add k native pass-through hooks -> number of bench hooks"},
     {"add_skip", add_skip, METH_NOARGS, "add one hook whose `only` slot no code holds"},
     {"remove_all", remove_all, METH_NOARGS, "remove every bench hook"},
+    {"add_observer", add_observer, METH_O, "add_observer(code): a counting native observer with `only` on code"},
     {"prepare_get", prepare_get, METH_O, "prepare_get(code): store a value in a coextra slot and a raw index"},
     {"loop_coextra", loop_coextra, METH_VARARGS, "loop_coextra(code, n) -> ns per coextra_slot_get"},
     {"loop_raw", loop_raw, METH_VARARGS, "loop_raw(code, n) -> ns per raw GetExtra"},

@@ -165,6 +165,45 @@ def _memofib():
     return lambda: coextra_memo.unmemoize(W.fib)
 
 
+def _noop(code):
+    pass
+
+
+def _observer(native=False, hot=False, chain=False):
+    # An observer with `only` on one function: the cold one that never runs
+    # (what a cold breakpoint costs), or fib itself ("hot": what observing
+    # costs where it looks).  chain: ids 3 and 4 taken first, so that coextra
+    # runs the same observer in the eval-frame chain instead of on
+    # sys.monitoring (3.12+; before, observers always use the chain).
+    import coextra
+    target = (W.fib if hot else W.cold).__code__
+    held = []
+    if chain and hasattr(sys, "monitoring"):
+        for i in (3, 4):
+            if sys.monitoring.get_tool(i) is None:
+                sys.monitoring.use_tool_id(i, "bench")
+                held.append(i)
+    if native:
+        import coextra_bench_native as N
+        N.add_observer(target)
+        stop = N.remove_all
+    else:
+        slot = coextra.Slot("bench-observed")
+        slot[target] = True
+        h = coextra.add_hook("bench-observer", only=slot, on_enter=_noop, on_exit=_noop)
+
+        def stop():
+            h.remove()
+            slot.release()
+    assert coextra.status().observers == 1
+
+    def teardown():
+        stop()
+        for i in held:
+            sys.monitoring.free_tool_id(i)
+    return teardown
+
+
 VARIANTS = {
     "plain": lambda: (lambda: None),
     "idle": _idle,
@@ -178,6 +217,10 @@ VARIANTS = {
     "debugger": _debugger,
     "memo": _memo,
     "memofib": _memofib,
+    "obspy": lambda: _observer(),
+    "obsnat": lambda: _observer(native=True),
+    "obshot": lambda: _observer(hot=True),
+    "obshotchain": lambda: _observer(hot=True, chain=True),
 }
 
 

@@ -31,7 +31,7 @@ ONE = os.path.join(HERE, "bench_one.py")
 sys.path.insert(0, HERE)
 import workloads as W  # noqa: E402
 
-HOOK_VARIANTS = ["plain", "idle", "raw", "co1", "co4", "skip"]
+HOOK_VARIANTS = ["plain", "idle", "raw", "co1", "co4", "skip", "obspy", "obsnat", "obshot", "obshotchain"]
 TOOL_VARIANTS = ["plain", "raw", "cprofile", "profiler", "pdb", "debugger", "memo", "memofib"]
 TOOL_WORKLOADS = ["fib", "difflib"]  # the anchors' workloads
 # Tool rows also counted under callgrind (when built): the hook-shaped ones,
@@ -256,6 +256,15 @@ def main():
                              ("skip", "1 hook skipped by `only` vs raw hook", "<= 1.03")):
         for n in names:
             t.add(label, n, irr(v, "raw", n), ratio(med[v][n], med["raw"][n]), target)
+
+    # Observers with `only` (3.12+: on sys.monitoring, no eval-frame function): against PLAIN.
+    obs_target = "<= 1.02" if ver >= (3, 12) else "report"
+    for v, label in (("obspy", "Python observer, `only` on a cold function, vs plain"),
+                     ("obsnat", "native observer, `only` on a cold function, vs plain")):
+        for n in names:
+            t.add(label, n, irr(v, "plain", n), ratio(med[v][n], med["plain"][n]), obs_target)
+    t.add("Python observer on fib itself: sys.monitoring / chain", "fib", irr("obshot", "obshotchain", "fib"),
+          ratio(med["obshot"]["fib"], med["obshotchain"]["fib"]), "report")
 
     g_ir = ratio(get_ir.get("get_coextra"), get_ir.get("get_raw")) if get_ir else None
     g_wall = ratio(median(get["coextra_ns"]), median(get["raw_ns"]))
