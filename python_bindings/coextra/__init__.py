@@ -35,16 +35,25 @@ Status = _namedtuple("Status", "installed displaced foreign_tail active_hooks co
                                "monitoring_tool_id observers")
 
 
+def _as_named(tuples, cls):
+    # In place, growing no list: under allocation failure a 3.14 debug build
+    # asserts on the failure path of a list append in the evaluator
+    # (LIST_APPEND, or list.append specialised: the item is dropped with the
+    # frame's stack pointer not spilled), and on 3.9 list(map(...)) can fail
+    # without setting an exception.
+    for i, t in enumerate(tuples):
+        tuples[i] = cls(*t)
+    return tuples
+
+
 def slots():
     """The live slots of this interpreter (Python and native), by index."""
-    # map, not a comprehension: no LIST_APPEND in the evaluator, whose
-    # failure path a 3.14 debug build asserts on under allocation failure
-    return list(map(SlotInfo._make, _coextra._slots()))
+    return _as_named(_coextra._slots(), SlotInfo)
 
 
 def hooks():
     """The live hooks of this interpreter, outermost (lowest priority) first."""
-    return list(map(HookInfo._make, _coextra._hooks()))  # see slots()
+    return _as_named(_coextra._hooks(), HookInfo)
 
 
 def status():
