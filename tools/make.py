@@ -191,6 +191,9 @@ def suite_doctest(tag, interp, logf):
 
 
 def sys_prefix(interp):
+    """sys.prefix of an Interp (or of an interpreter path on this machine)."""
+    if isinstance(interp, str):
+        interp = Interp(interp, "system")
     return subprocess.run(interp.wrap([interp.exe, "-c", "import sys; print(sys.prefix)"]), capture_output=True,
                           text=True).stdout.strip()
 

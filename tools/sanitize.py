@@ -202,7 +202,7 @@ def parse_valgrind(text):
 def run_valgrind(m, tag, exe, logf):
     if not shutil.which("valgrind"):
         return [{"name": "valgrind", "ok": False, "detail": "valgrind not installed"}]
-    ok, why = m.build_one(tag, exe, logf)
+    ok, why = m.build_one(tag, m.Interp(exe, "pyenv"), logf)
     if not ok:
         return [{"name": "valgrind", "ok": False, "detail": "normal build failed: " + why}]
     base = os.path.join(m.BUILD, "valgrind-" + tag)
