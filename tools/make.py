@@ -213,6 +213,23 @@ def suite_unittest(tag, interp, logf, directory="tests/python"):
     return passed, failed, ("%s skipped" % m[3]) if int(m[3]) else ""
 
 
+# The rows the tools suite runs on: Debian sid's release 3.14 and 3.15, for which sid ships the real
+# tools (which of them for which Python, tests/real_tools/realtools.py reads from dpkg: there, a tool
+# sid ships that does not import fails).  Elsewhere it is n/a: pyenv's and the system's Pythons have
+# none of sid's packages, sid ships none of the tools for 3.13, and on the debug 3.14d torch.compile
+# alone would take most of two minutes.
+TOOLS_ROWS = ("py3.14", "py3.15")
+
+
+def suite_tools(tag, interp, logf):
+    """tests/real_tools: coextra next to torch.compile, coverage.py, line_profiler, yappi and pyinstrument."""
+    if not interp.sid:
+        return 0, 0, "n/a (sid's packages: sid rows only)"
+    if tag not in TOOLS_ROWS:
+        return 0, 0, "n/a (rows %s only)" % ", ".join(TOOLS_ROWS)
+    return suite_unittest(tag, interp, logf, directory=os.path.join("tests", "real_tools"))
+
+
 def suite_packaging(tag, interp, logf):
     """pip install into a venv, pkg-config, the out-of-tree template: Debian's Python only (python3-mesonpy)."""
     if not tag.endswith("-system"):
@@ -250,8 +267,8 @@ def suite_cpython(tag, interp, logf):
     return passed, failed or (1 if rc else 0), ("%d modules not available" % skipped) if skipped else ""
 
 
-SUITES = [("doctest", suite_doctest), ("unittest", suite_unittest), ("packaging", suite_packaging),
-          ("bench", suite_bench), ("cpython", suite_cpython)]
+SUITES = [("doctest", suite_doctest), ("unittest", suite_unittest), ("tools", suite_tools),
+          ("packaging", suite_packaging), ("bench", suite_bench), ("cpython", suite_cpython)]
 
 
 def cmd_test(args):
