@@ -1,4 +1,4 @@
-/* _debugger.c: native half of coextra_debugger: the "holds breakpoints" slot and the eval-frame hook that turns tracing on for marked code only. */
+/* _debugger.c: native half of coextra_debugger: the "holds breakpoints" slot and the observer that turns tracing on for marked code only. */
 
 /*
  * Built like a third-party extension: only <coextra/coextra.h> and Python.h.
@@ -23,6 +23,13 @@
  *             the code is out of date, instruments it and re-executes as
  *             INSTRUMENTED_RESUME, whose PY_START is the legacy 'call' event.
  * bdb's dispatch_call then gives the frame its f_trace and line events flow.
+ * That is the hook in the eval-frame chain (3.9-3.11, or 3.12+ when no
+ * sys.monitoring tool id is free).  On 3.12+ the observer normally runs on
+ * sys.monitoring local events of the marked code instead (coextra installs
+ * no eval-frame function for it, so unmarked code runs at full speed): it
+ * then runs inside the frame, after RESUME, and the callback gives the
+ * running frame its f_trace itself (sys.settrace re-instruments the code,
+ * so its line events follow).
  * When the outermost marked frame (entered through this hook) returns and the
  * thread's trace function is still the debugger's, the `exit` callback decides
  * whether tracing can be switched off again (not while stepping, not while
@@ -46,6 +53,7 @@ typedef struct {
     PyObject *tracer;        /* strong: the object the debugger passes to sys.settrace */
     unsigned long thread;    /* PyThread_get_thread_ident() of the debugged thread */
     long depth;              /* marked frames entered through the hook, still running */
+    int monitored;           /* the observer runs on sys.monitoring (3.12+), not in the chain */
     int busy;                /* inside a callback: frames pass through untouched */
     unsigned long long frames; /* marked frames seen (statistics for tests) */
     unsigned long long enters; /* enter callbacks made */
@@ -93,11 +101,11 @@ static void resume_tracing(PyThreadState *ts) {
 #endif
 }
 
-/* Run a callback without disturbing a pending exception (the hook may be
- * called with throwflag set, i.e. with the exception to throw into the
- * frame already set), unseen by the tracer, and without letting its own
- * errors escape: they go to sys.unraisablehook and the frame runs normally. */
-static void call_callback(PyThreadState *ts, PyObject *cb) {
+/* Run a callback with one argument without disturbing a pending exception
+ * (a throw() into a generator sets it before the frame runs), unseen by the
+ * tracer, and without letting its own errors escape: they go to
+ * sys.unraisablehook and the frame runs normally. */
+static void call_callback(PyThreadState *ts, PyObject *cb, PyObject *arg) {
     PyObject *et, *ev, *tb, *r;
     if (cb == NULL)
         return;
@@ -105,7 +113,7 @@ static void call_callback(PyThreadState *ts, PyObject *cb) {
     S.busy = 1;
     Py_INCREF(cb); /* the callback may replace itself (install/uninstall) */
     suspend_tracing(ts);
-    r = PyObject_CallNoArgs(cb);
+    r = PyObject_CallOneArg(cb, arg);
     resume_tracing(ts);
     S.busy = 0;
     if (r == NULL)
@@ -116,29 +124,57 @@ static void call_callback(PyThreadState *ts, PyObject *cb) {
     PyErr_Restore(et, ev, tb);
 }
 
-static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx) {
+/* Whether this thread's frames reach the debugger now (only marked code gets
+ * here at all: `only`).  Other threads and frames run by our own callbacks
+ * pass untouched. */
+static int ours(void) { return !S.busy && S.enter != NULL && PyThread_get_thread_ident() == S.thread; }
+
+/* The observer's on_enter.  In the chain (3.9-3.11, or no sys.monitoring
+ * tool id free) it runs before the frame's first instruction: turning
+ * tracing on now gives the frame its 'call' event (see the top of this
+ * file).  On sys.monitoring (3.12+) it runs inside the frame, at its
+ * PY_START/PY_RESUME: the 'call' event is past, so the callback also gets
+ * the frame, to give it the f_trace that event would have given it. */
+static void observe_enter(PyCodeObject *code, void *ctx) {
     PyThreadState *ts;
-    PyObject *r;
+    (void)code;
     (void)ctx;
-    /* Only marked code gets here (`only`).  Other threads and frames run by
-     * our own callbacks pass straight through. */
-    if (S.busy || S.enter == NULL || PyThread_get_thread_ident() != S.thread)
-        return coextra_eval_next(f, throwflag);
+    if (!ours())
+        return;
     ts = PyThreadState_Get();
     S.frames++;
-    /* c_traceobj is the object given to sys.settrace (all of 3.9–3.13 keep it
-     * in the public PyThreadState struct): tracing is already ours while
-     * stepping, or when an outer marked frame switched it on. */
+    /* c_traceobj is the object given to sys.settrace (public in
+     * PyThreadState 3.9-3.15): tracing is already ours while stepping, or
+     * when an outer marked frame switched it on. */
     if (ts->c_traceobj != S.tracer) {
         S.enters++;
-        call_callback(ts, S.enter);
+        call_callback(ts, S.enter, S.monitored ? (PyObject *)PyEval_GetFrame() : Py_None);
     }
     S.depth++;
-    r = coextra_eval_next(f, throwflag);
-    S.depth--;
-    if (S.depth == 0 && ts->c_traceobj == S.tracer && S.exit != NULL)
-        call_callback(ts, S.exit);
-    return r;
+}
+
+/* The observer's on_exit.  When the outermost marked frame entered here
+ * leaves with tracing still ours, `exit` decides whether tracing can go off
+ * (not while stepping, not while marked code is still on the stack), given
+ * the frame control returns to: on sys.monitoring the leaving frame is still
+ * the current one, so its caller is passed; in the chain it is gone, and the
+ * callback finds its caller itself. */
+static void observe_exit(PyCodeObject *code, void *ctx) {
+    PyThreadState *ts;
+    PyObject *back = NULL;
+    (void)code;
+    (void)ctx;
+    if (!ours() || S.depth == 0)
+        return;
+    ts = PyThreadState_Get();
+    if (--S.depth > 0 || ts->c_traceobj != S.tracer || S.exit == NULL)
+        return;
+    if (S.monitored) {
+        PyFrameObject *f = PyEval_GetFrame();
+        back = f != NULL ? (PyObject *)PyFrame_GetBack(f) : NULL; /* new reference */
+    }
+    call_callback(ts, S.exit, back != NULL ? back : (S.monitored ? Py_False : Py_None)); /* False: no caller */
+    Py_XDECREF(back);
 }
 
 static int ensure_slot(void) {
@@ -173,16 +209,22 @@ static PyObject *install(PyObject *m, PyObject *args) {
     if (ensure_slot() < 0)
         return NULL;
     if (S.hook == NULL) {
-        coextra_hook_def def;
+        coextra_observer_def def;
+        int monitored;
         def.name = "coextra_debugger";
         def.priority = COEXTRA_PRIORITY_DEBUGGER;
-        def.eval = hook_eval;
+        def.on_enter = observe_enter;
+        def.on_exit = observe_exit;
         def.ctx = NULL;
         def.only = S.slot;
-        if (coextra_hook_add(&def, &S.hook) < 0) {
+        if (coextra_observer_add(&def, &S.hook) < 0) {
             S.hook = NULL;
             return NULL;
         }
+        if ((monitored = coextra_hook_is_monitored(S.hook)) < 0)
+            return NULL;
+        S.monitored = monitored;
+        S.depth = 0;
     } else if (coextra_hook_set_active(S.hook, 1) < 0) {
         return NULL;
     }
@@ -258,21 +300,21 @@ static PyObject *is_marked(PyObject *m, PyObject *code) {
 static PyObject *stats(PyObject *m, PyObject *noargs) {
     (void)m;
     (void)noargs;
-    return Py_BuildValue("{s:O,s:O,s:l,s:K,s:K}", "installed", S.hook ? Py_True : Py_False, "active",
-                         S.active ? Py_True : Py_False, "depth", S.depth, "frames", S.frames, "enters",
-                         S.enters);
+    return Py_BuildValue("{s:O,s:O,s:O,s:l,s:K,s:K}", "installed", S.hook ? Py_True : Py_False, "active",
+                         S.active ? Py_True : Py_False, "monitored", S.monitored ? Py_True : Py_False, "depth",
+                         S.depth, "frames", S.frames, "enters", S.enters);
 }
 
 static PyMethodDef methods[] = {
     {"install", install, METH_VARARGS,
-     "install(enter, exit, tracer, thread_id): add/activate the hook; enter()/exit() are called around "
-     "marked frames of that thread when its trace function is not / is `tracer`"},
+     "install(enter, exit, tracer, thread_id): add/activate the observer; enter(frame)/exit(frame) are called "
+     "around marked frames of that thread when its trace function is not / is `tracer`"},
     {"set_active", set_active, METH_O, "set_active(flag): (de)activate the hook (inactive: zero cost)"},
     {"uninstall", uninstall, METH_NOARGS, "remove the hook and release the slot (unmarks all code)"},
     {"mark", mark, METH_O, "mark(code): frames of this code object reach the hook"},
     {"unmark", unmark, METH_O, "unmark(code)"},
     {"is_marked", is_marked, METH_O, "is_marked(code) -> bool"},
-    {"stats", stats, METH_NOARGS, "stats() -> dict(installed, active, depth, frames, enters)"},
+    {"stats", stats, METH_NOARGS, "stats() -> dict(installed, active, monitored, depth, frames, enters)"},
     {NULL, NULL, 0, NULL}};
 
 static int exec_module(PyObject *m) {

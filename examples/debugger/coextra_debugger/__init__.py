@@ -273,6 +273,10 @@ class _InitGuard:
         return self.tool
 
     def watch(self, code):
+        # An observer on sys.monitoring sees those frames anyway (its events
+        # fire inside the frame, whatever pushed it): needed only in the chain.
+        if _debugger.stats()["monitored"]:
+            return
         if self.enabled and not code.co_flags & _GENERATOR_FLAGS and self._tool() is not None:
             ev = sys.monitoring.events
             sys.monitoring.set_local_events(self.tool, code, ev.PY_START | ev.PY_RETURN)
@@ -384,11 +388,13 @@ class Debugger(pdb.Pdb):
             # active, so the interpreter runs with no eval-frame function.
             _debugger.set_active(False)
 
-    def _on_enter(self):
-        # Called by the hook (native) before a frame of marked code runs on
-        # the debugged thread while that thread's trace function is not ours.
-        # The frame has not executed its first instruction, so turning
-        # tracing on now gives it the 'call' event (see _debugger.c).
+    def _on_enter(self, frame=None):
+        # Called by the observer (native) when a frame of marked code starts
+        # or resumes on the debugged thread while that thread's trace function
+        # is not ours.  In the eval-frame chain the frame has not executed its
+        # first instruction, so turning tracing on now gives it the 'call'
+        # event (see _debugger.c).  On sys.monitoring (3.12+) it is already
+        # running (`frame`): it gets the f_trace that event would have given.
         if self.quitting or self.botframe is None:
             # No live session: it ended (bdb.run returned, a nested `debug`
             # session finished), or reset() came from a post-mortem.
@@ -397,21 +403,26 @@ class Debugger(pdb.Pdb):
             # over to an outer session if there is one.
             self._detach()
             if _attached:
-                _attached[-1]._on_enter()
+                _attached[-1]._on_enter(frame)
             return
         stale, self._stale_trace = self._stale_trace, None
         if stale is not None:
             stale.f_trace = None  # see set_continue
         sys.settrace(self.trace_dispatch)
+        if frame is not None:
+            frame.f_trace = self.trace_dispatch
 
     def _on_exit(self, frame=None):
-        # Called by the hook after the outermost marked frame (entered
-        # through the hook) returned, tracing still ours.  sys._getframe(1)
-        # is that frame's caller.
+        # Called by the observer after the outermost marked frame (entered
+        # through it) returned, tracing still ours, with the frame control
+        # returns to (False: none; None: in the chain, where sys._getframe(1)
+        # is that frame's caller).
         if self._interacting or not self._continuing():
             return
         if frame is None:
             frame = sys._getframe(1)
+        elif frame is False:
+            frame = None
         while frame is not None and frame is not self.botframe:
             if _debugger.is_marked(frame.f_code):
                 # Marked code still on the stack (e.g. the script's module
