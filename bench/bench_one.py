@@ -119,6 +119,29 @@ def _pdb():
     return stop
 
 
+def _pdbmon():
+    # The same session with the sys.monitoring backend that `python -m pdb`
+    # and breakpoint() use since 3.14.
+    import bdb
+    import inspect
+    import pdb
+    if "backend" not in inspect.signature(bdb.Bdb.__init__).parameters:
+        raise Unavailable("pdb has no sys.monitoring backend before 3.14")
+    p = pdb.Pdb(stdin=open(os.devnull), stdout=open(os.devnull, "w"), backend="monitoring")
+    p.reset()
+    err = p.set_break(W.__file__, W.cold_line())
+    if err:
+        raise RuntimeError(err)
+    p.botframe = sys._getframe()
+    p.set_continue()
+    p.start_trace()
+
+    def stop():
+        p.stop_trace()
+        p.clear_all_breaks()
+    return stop
+
+
 def _debugger():
     try:
         import coextra_debugger
@@ -214,6 +237,7 @@ VARIANTS = {
     "cprofile": _cprofile,
     "profiler": _profiler,
     "pdb": _pdb,
+    "pdbmon": _pdbmon,
     "debugger": _debugger,
     "memo": _memo,
     "memofib": _memofib,

@@ -32,12 +32,12 @@ sys.path.insert(0, HERE)
 import workloads as W  # noqa: E402
 
 HOOK_VARIANTS = ["plain", "idle", "raw", "co1", "co4", "skip", "obspy", "obsnat", "obshot", "obshotchain"]
-TOOL_VARIANTS = ["plain", "raw", "cprofile", "profiler", "pdb", "debugger", "memo", "memofib"]
+TOOL_VARIANTS = ["plain", "raw", "cprofile", "profiler", "pdb", "pdbmon", "debugger", "memo", "memofib"]
 TOOL_WORKLOADS = ["fib", "difflib"]  # the anchors' workloads
 # Tool rows also counted under callgrind (when built): the hook-shaped ones,
 # and cProfile + the profiler, shown beside their wall ratio (on 3.9/3.10
 # difflib both wall overheads are near zero and their ratio swung sign).
-CG_TOOL_VARIANTS = ["debugger", "memo", "cprofile", "profiler"]
+CG_TOOL_VARIANTS = ["debugger", "pdbmon", "memo", "cprofile", "profiler"]
 
 # DESIGN.md "Performance" anchors: raw pass-through hook vs plain, fib(23) / difflib.
 ANCHORS = {(3, 9): (1.01, 1.00), (3, 11): (1.30, 1.02), (3, 12): (1.82, 1.00), (3, 13): (1.54, 0.99),
@@ -312,6 +312,19 @@ def main():
         t.add("debugger vs pdb (same breakpoint)", n, None, ratio(d[n], tool("pdb")[n]) if d else None,
               "<= 0.10" if n == "fib" else "report",
               note=na("debugger") or ("i.e. >= 10x faster than pdb" if n == "fib" else "pdb is only ~2-5x here"))
+    # 3.12+: the debugger's observer runs on sys.monitoring (no eval-frame function): against
+    # PLAIN, and (3.14+) against pdb's own sys.monitoring backend with the same breakpoint.
+    if ver >= (3, 12):
+        for n in TOOL_WORKLOADS:
+            d, pm = tool("debugger"), tool("pdbmon")
+            t.add("debugger, 1 breakpoint in a cold function, vs plain", n, irr("debugger", "plain", n)
+                  if ir and "debugger" in ir else None, ratio(d[n], plain[n]) if d else None, "<= 1.02",
+                  note=na("debugger"))
+            if pm is not None:
+                t.add("debugger vs pdb's monitoring backend (same breakpoint)", n,
+                      irr("debugger", "pdbmon", n) if ir and "pdbmon" in ir else None,
+                      ratio(d[n], pm[n]) if d else None, "<= 1.005",
+                      note=na("debugger") or "no slower (the 1.00x rows' 0.5% in Ir)")
     for n in TOOL_WORKLOADS:
         m = tool("memo")
         t.add("memo active (workload not memoized) vs raw hook", n, cg_tool("memo", n),
