@@ -9,12 +9,18 @@ callback.  Here, while no stepping command is in progress:
 
 * every code object that holds a breakpoint is *marked* in the debugger's
   coextra slot (native, see _debugger.c);
-* one eval-frame hook at COEXTRA_PRIORITY_DEBUGGER with `only` = that slot
-  sees the frames of marked code, and no other frame: the dispatcher skips it
-  for unmarked code, and the thread's trace function stays None;
-* when a marked frame is entered, the hook calls `sys.settrace()` before the
-  frame's first instruction, so CPython sends the frame its 'call' event and
-  bdb traces it exactly as pdb would; when the outermost marked frame returns
+* one observer at COEXTRA_PRIORITY_DEBUGGER with `only` = that slot sees
+  the frames of marked code, and no other frame, and the thread's trace
+  function stays None.  On 3.12+ it runs on sys.monitoring local events of
+  exactly the marked code objects, and coextra installs no eval-frame
+  function at all: unmarked code runs as fast as without a debugger.
+  Before 3.12 (or when no sys.monitoring tool id is free) it is a hook of
+  the eval-frame chain, which the dispatcher skips for unmarked code;
+* when a marked frame is entered, the observer calls `sys.settrace()`: in
+  the chain before the frame's first instruction, so CPython sends the frame
+  its 'call' event; on sys.monitoring inside the frame, at its PY_START, so
+  the frame gets the f_trace that event would have given it.  Either way bdb
+  traces it exactly as pdb would; when the outermost marked frame returns
   and no stepping command is in progress and no other marked frame is on the
   stack, tracing is switched off again.
 
@@ -62,7 +68,7 @@ Marks live in CPython's per-code co_extra (through coextra), keyed by object
 identity: code objects compare EQUAL by value, ignoring co_filename, so the
 Python side never puts code objects in sets or dict keys.
 
-CPython 3.13 pushes the `__init__` frame of a specialized `Cls(...)` call
+In the chain, CPython 3.13 pushes the `__init__` frame of a specialized `Cls(...)` call
 (CALL_ALLOC_AND_ENTER_INIT) without calling the eval-frame hook; on 3.13 the
 marked code objects also get sys.monitoring PY_START/PY_RETURN local events
 as a safety net (_InitGuard).
