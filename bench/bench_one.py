@@ -99,18 +99,25 @@ def _profiler():
     return p.disable
 
 
-def _pdb():
-    # What `python -m pdb script.py`, `b cold`, `c` leaves running: bdb's
-    # trace function on every frame, with line tracing in every frame of the
-    # file that holds the breakpoint (here: the workloads' file).
+def _pdb_session(**backend):
+    # What `python -m pdb script.py`, `b cold`, `c` leaves running, with
+    # the breakpoint in a function the workloads never call.
     import pdb
-    p = pdb.Pdb(stdin=open(os.devnull), stdout=open(os.devnull, "w"))
+    p = pdb.Pdb(stdin=open(os.devnull), stdout=open(os.devnull, "w"), **backend)
     p.reset()
     err = p.set_break(W.__file__, W.cold_line())
     if err:
         raise RuntimeError(err)
     p.botframe = sys._getframe()
     p.set_continue()
+    return p
+
+
+def _pdb():
+    # The settrace way (pdb before 3.14): bdb's trace function on every
+    # frame, with line tracing in every frame of the file that holds the
+    # breakpoint (here: the workloads' file).
+    p = _pdb_session()
     sys.settrace(p.trace_dispatch)
 
     def stop():
@@ -120,20 +127,13 @@ def _pdb():
 
 
 def _pdbmon():
-    # The same session with the sys.monitoring backend that `python -m pdb`
-    # and breakpoint() use since 3.14.
+    # The sys.monitoring backend that `python -m pdb` and breakpoint() use
+    # since 3.14.
     import bdb
     import inspect
-    import pdb
     if "backend" not in inspect.signature(bdb.Bdb.__init__).parameters:
         raise Unavailable("pdb has no sys.monitoring backend before 3.14")
-    p = pdb.Pdb(stdin=open(os.devnull), stdout=open(os.devnull, "w"), backend="monitoring")
-    p.reset()
-    err = p.set_break(W.__file__, W.cold_line())
-    if err:
-        raise RuntimeError(err)
-    p.botframe = sys._getframe()
-    p.set_continue()
+    p = _pdb_session(backend="monitoring")
     p.start_trace()
 
     def stop():
