@@ -9,9 +9,9 @@ test_real_tools.py (workload.run, 200 rounds) alone and with coextra present
 in three degrees:
 
 - idle: coextra imported, values in a slot, no hook (no eval-frame function);
-- one cold tool: coextra_debugger with a breakpoint in code that never runs
-  (one hook whose `only` skips every frame: the eval-frame function is in,
-  which on 3.11+ costs Python-to-Python call inlining and specialization);
+- one cold tool: coextra_memo memoizing a function that never runs (one
+  evaluating hook whose `only` skips every frame: the eval-frame function is
+  in, which on 3.11+ costs Python-to-Python call inlining and specialization);
 - all four: coextra's profiler (a deterministic profiler timing every frame,
   like cProfile), the debugger, the memoizer and a Python observer that sees
   every frame.
@@ -55,20 +55,20 @@ class Idle:
         self.slot.release()
 
 
-class ColdBreakpoint(CoextraTools):
-    """coextra_debugger alone, with its breakpoint in workload.cold (never called)."""
+class ColdHook:
+    """coextra_memo alone, on workload.cold (never called): an evaluating hook that skips every frame."""
 
     def start(self):
-        CoextraTools.start(self, memo=False)
-        self.prof.disable()
-        self.observer.remove()
+        import coextra_memo
+        self.memo = coextra_memo
+        coextra_memo.memoize(workload.cold)
+        assert coextra.status().installed
 
     def stop(self):
-        self.dbg.clear_all_breaks()
-        self.dbg.detach()
+        self.memo.unmemoize(workload.cold)
 
 
-PRESENCE = {"idle": Idle, "one cold tool": lambda: ColdBreakpoint("real_tools.overhead"),
+PRESENCE = {"idle": Idle, "one cold tool": ColdHook,
             "all four": lambda: CoextraTools("real_tools.overhead")}
 
 
