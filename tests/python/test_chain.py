@@ -823,8 +823,12 @@ class TestCpythonBypasses(ChainTestCase):
         slot = coextra.Slot(uname("init"))
         self.addCleanup(slot.release)
         slot[init_code] = True
-        seen = []
-        self.add_hook(on_enter=seen.append, only=slot)
+        seen, observed = [], []
+        # Without `only` a Python hook is in the eval-frame chain, which the bypass skips...
+        self.add_hook(on_enter=lambda code: code is init_code and seen.append(code))
+        # ...while an observer on sys.monitoring (3.12+, with `only`) runs inside the frame at
+        # its PY_START, however the frame was pushed.
+        observer = self.add_hook(on_enter=observed.append, only=slot)
         ns["make"](1000)
         n = len(seen)
         if sys.version_info[:2] == (3, 13):
@@ -832,6 +836,7 @@ class TestCpythonBypasses(ChainTestCase):
             self.assertLess(n, 100, "3.13 is expected to bypass the hook for specialised __init__ calls")
         else:
             self.assertEqual(n, 1000)
+        self.assertEqual(len(observed), 1000 if observer.monitored else n)
 
     def test_getitem_frames_seen(self):
         # 3.11.0-3.11.3 (gh-104405, fixed in 3.11.4 by gh-104441): BINARY_SUBSCR_GETITEM neither
