@@ -1,4 +1,4 @@
-"""run_bench.py: `make bench` for one Python: measures every Performance target of DESIGN.md against baselines from the same run and prints a MET/MISSED table."""
+"""run_bench.py: `make bench` for one Python: measures every performance target (README, docs) against baselines from the same run and prints a MET/MISSED table."""
 
 # Usage (PYTHONPATH = the importable tree build/<tag>, as tools/make.py sets it):
 #   python bench/run_bench.py              full run: callgrind + wall clock
@@ -39,7 +39,8 @@ TOOL_WORKLOADS = ["fib", "difflib"]  # the anchors' workloads
 # difflib both wall overheads are near zero and their ratio swung sign).
 CG_TOOL_VARIANTS = ["debugger", "pdbmon", "memo", "cprofile", "profiler"]
 
-# DESIGN.md "Performance" anchors: raw pass-through hook vs plain, fib(23) / difflib.
+# Anchors measured on these machines: a raw pass-through PEP 523 hook vs plain, fib(23) / difflib
+# (docs/cpython-limitations.md, "What any eval-frame function costs").
 ANCHORS = {(3, 9): (1.01, 1.00), (3, 11): (1.30, 1.02), (3, 12): (1.82, 1.00), (3, 13): (1.54, 0.99),
            (3, 14): (1.51, 1.00), (3, 15): (1.81, 1.02)}
 

@@ -12,7 +12,7 @@ bool start() {
     // This program links libcoextra itself (the embedding route): it creates
     // the interpreter's runtime with its own copy.  A later `import coextra`
     // loads the extension's copy, which finds this runtime published and
-    // uses it: the "second build of the runtime" path of DESIGN.md.
+    // uses it: the "second build of the runtime" path (docs/c-api.md, "One runtime per interpreter").
     coextra_api_ptr_ = coextra_runtime_attach();
     if (coextra_api_ptr_ == nullptr) {
         PyErr_Print();

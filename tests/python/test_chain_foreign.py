@@ -214,7 +214,7 @@ def _testinternalcapi():
 @unittest.skipIf(PY < (3, 11), "_testinternalcapi.set_eval_frame_record is 3.11+")
 class TestTestInternalCapi(ChainTestCase):
     """CPython's record_eval appends each function's name and calls _PyEval_EvalFrameDefault
-    directly: a tool that does not chain (reference §5)."""
+    directly: a tool that does not chain (Modules/_testinternalcapi.c, record_eval)."""
 
     def setUp(self):
         super().setUp()

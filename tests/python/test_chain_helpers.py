@@ -22,7 +22,7 @@ import coextra_test_native as native
 PY = sys.version_info[:2]
 # 3.11+: the creating call of a generator/coroutine function reaches the
 # eval-frame function (RETURN_GENERATOR runs in it); 3.9/3.10 build the
-# generator without evaluating (reference §3).
+# generator without evaluating (3.9/3.10 make_coro; 3.11+ RETURN_GENERATOR in the evaluator).
 CREATION_REACHES_HOOK = PY >= (3, 11)
 
 # Frames that CPython itself evaluates without calling ANY eval-frame

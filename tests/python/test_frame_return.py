@@ -1,7 +1,7 @@
 """test_frame_return.py: finishing frames without running them (coextra_frame_return, the JIT path), the
 dispatcher's clean-up of hooks that neither delegate nor return, double delegation, frame objects.
 
-3.12+ hand frame ownership to the eval-frame function (reference §3): a frame that is not disposed of
+3.12+ hand frame ownership to the eval-frame function (gh-96421): a frame that is not disposed of
 exactly once leaks a reference to its code object and function and data-stack space per call, or
 crashes.  These tests count references and memory around 100,000 calls."""
 

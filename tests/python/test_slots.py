@@ -291,7 +291,7 @@ class TestCodeDeath(SlotTestCase):
 
     def test_free_runs_before_weakref_callbacks(self):
         # CPython's code_dealloc runs co_extra free functions before it
-        # clears weak references (reference §1): on_free comes first.
+        # clears weak references (Objects/codeobject.c code_dealloc): on_free comes first.
         log = []
         s = self.new_slot(on_free=lambda v: log.append("free"))
         code = make_code()
