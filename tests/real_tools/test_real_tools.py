@@ -18,6 +18,7 @@ A tool that sid ships for this Python but that does not import fails
 """
 
 import collections
+import io
 import sys
 import unittest
 
@@ -239,6 +240,34 @@ class TestLineProfiler(ToolCase, unittest.TestCase):
         self.assertEqual(result, self.expected)
         self.assertEqual(cx.results(), self.coextra_alone)
         self.check_with_coextra(tool.results(), cx.results())
+
+    def test_breakpoint_and_recoding(self):
+        # coextra_debugger marks the code objects that hold a breakpoint.  Set
+        # before line_profiler re-codes the function, the breakpoint is on the
+        # old code and never stops; set after, it stops.  (If this starts
+        # failing, the debugger follows re-coded functions: docs/coexisting.md.)
+        import coextra_debugger
+        line = workload.lookup.__code__.co_firstlineno + 1
+        stopped = {}
+        for breakpoint_first in (True, False):
+            out = io.StringIO()
+            dbg = coextra_debugger.Debugger(stdin=io.StringIO("c\n"), stdout=out, nosigint=True, readrc=False)
+            lp = self.mod.LineProfiler()
+            try:
+                if not breakpoint_first:
+                    lp.add_function(workload.lookup)
+                self.assertIsNone(dbg.set_break(workload.__file__, line))
+                dbg.attach()
+                before = workload.lookup.__code__
+                if breakpoint_first:
+                    lp.add_function(workload.lookup)
+                    self.assertIsNot(workload.lookup.__code__, before)
+                self.assertEqual(workload.lookup(3), 5)
+            finally:
+                dbg.clear_all_breaks()
+                dbg.detach()
+            stopped[breakpoint_first] = "(%d)lookup()" % line in out.getvalue()
+        self.assertEqual(stopped, {True: False, False: True})
 
     def test_recodes_functions(self):
         # Pinned line_profiler behaviour (5.0): functions with the same bytecode
