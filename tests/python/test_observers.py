@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import re
 import sys
 import threading
 import unittest
@@ -39,6 +40,29 @@ def boom():
 async def coro(n):
     await asyncio.sleep(0)
     return n + 1
+
+
+async def agen(n):
+    for i in range(n):
+        got = yield i
+        if got is not None:
+            yield got
+        await asyncio.sleep(0)
+
+
+async def agen_consumer():
+    out = [v async for v in agen(3)]
+    ag = agen(5)
+    out.append(await ag.__anext__())
+    out.append(await ag.asend("sent"))
+    try:
+        await ag.athrow(KeyError("into agen"))
+    except KeyError:
+        out.append("thrown")
+    ag = agen(5)
+    out.append(await ag.__anext__())
+    await ag.aclose()
+    return out
 
 
 def deep(n):
@@ -90,7 +114,9 @@ class TestMechanism(ObserverCase):
 
     @needs_monitoring
     def test_enter_exit_balanced_like_setprofile(self):
-        s = self.slot(fib.__code__, gen.__code__, catching.__code__, boom.__code__, coro.__code__)
+        watched = (fib.__code__, gen.__code__, catching.__code__, boom.__code__, coro.__code__, agen.__code__,
+                   agen_consumer.__code__)
+        s = self.slot(*watched)
         h, log = self.observer(s)
 
         def work():
@@ -105,6 +131,7 @@ class TestMechanism(ObserverCase):
             except ValueError:
                 pass
             asyncio.run(coro(1))
+            asyncio.run(agen_consumer())
 
         work()
         ours = {}
@@ -114,8 +141,7 @@ class TestMechanism(ObserverCase):
         prof = {}
 
         def profiler(frame, event, arg):
-            if event in ("call", "return") and frame.f_code in (fib.__code__, gen.__code__, catching.__code__,
-                                                                   boom.__code__, coro.__code__):
+            if event in ("call", "return") and frame.f_code in watched:
                 prof.setdefault(frame.f_code.co_name, [0, 0])[event == "return"] += 1
 
         h.active = False
@@ -316,6 +342,32 @@ class TestToolIds(ObserverCase):
         first = fib.__code__.co_firstlineno
         self.assertEqual({l - first for n, l in lines}, {1})
         self.assertEqual(len(log), 30)
+
+
+class TestBesidePdb(ObserverCase):
+    @unittest.skipUnless(sys.version_info >= (3, 14), "pdb's sys.monitoring backend is 3.14+")
+    def test_pdb_monitoring_backend_beside(self):
+        # pdb (backend='monitoring', DEBUGGER_ID) with a breakpoint in a function that an observer
+        # also watches: pdb's session is the same with and without the observer, and the
+        # observer sees every frame.
+        import io
+        import pdb
+
+        def session():
+            out = io.StringIO()
+            p = pdb.Pdb(stdin=io.StringIO("p n\n" + "c\n" * 10), stdout=out, backend="monitoring")
+            p.set_break(fib.__code__.co_filename, fib.__code__.co_firstlineno + 1, temporary=True)
+            r = p.runcall(fib, 3)
+            p.clear_all_breaks()
+            return r, re.sub(r"breakpoint \d+", "breakpoint N", out.getvalue())
+
+        alone = session()
+        s = self.slot(fib.__code__)
+        h, log = self.observer(s)
+        self.assertEqual(session(), alone)
+        self.assertIn("(Pdb) 3", alone[1])
+        self.assertEqual([(w, n) for _, w, n in log].count(("enter", "fib")), 5)
+        self.assertEqual(len(log), 10)
 
 
 class TestBeside(ObserverCase):
