@@ -35,7 +35,10 @@ if [ -f "$src" ] && ! grep -q bookworm-backports "$src"; then
   $SUDO sed -i -E '/^URIs: .*\/debian$/,/^Suites:/ s/^(Suites: bookworm)( |$)/\1 bookworm-backports\2/' "$src"
 fi
 if [ ! -f "$src" ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/backports.list >/dev/null
+  # One-line format: the same mirror as the existing bookworm entry.
+  mirror=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+  [ -n "$mirror" ] || { echo "setup-deps: no bookworm entry in apt's sources to add bookworm-backports beside" >&2; exit 1; }
+  echo "deb $mirror bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/backports.list >/dev/null
 fi
 
 export DEBIAN_FRONTEND=noninteractive
