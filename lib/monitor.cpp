@@ -201,24 +201,22 @@ int set_global_events(Runtime *rt, long events) {
     return r == nullptr ? -1 : 0;
 }
 
+// The callables stay alive as long as the runtime (Runtime::mon_callbacks),
+// not just while registered: the tool id may be given back from inside one
+// of them (the last frame of an observer removed meanwhile, `left`), and
+// unregistering must not free the function object that is running.
 int register_callbacks(Runtime *rt, bool on) {
     for (int pass = 0; pass < 2; pass++) {
-        PyObject *fn = nullptr;
-        if (on) {
-            fn = PyCFunction_New(pass == 0 ? &g_enter_def : &g_exit_def, nullptr);
-            if (fn == nullptr)
-                return -1;
-        }
+        PyObject *&fn = rt->mon_callbacks[pass];
+        if (on && fn == nullptr && (fn = PyCFunction_New(pass == 0 ? &g_enter_def : &g_exit_def, nullptr)) == nullptr)
+            return -1;
         for (long ev : pass == 0 ? rt->mon_events.enter : rt->mon_events.exit) {
             PyObject *r = PyObject_CallMethod(rt->mon_module, "register_callback", "ilO", rt->mon_tool, ev,
-                                              fn != nullptr ? fn : Py_None);
-            if (r == nullptr) {
-                Py_XDECREF(fn);
+                                              on ? fn : Py_None);
+            if (r == nullptr)
                 return -1;
-            }
             Py_DECREF(r);
         }
-        Py_XDECREF(fn);
     }
     return 0;
 }
@@ -393,6 +391,10 @@ void monitor_close(Runtime *rt) noexcept {
         hook_decref(h);
     rt->mon_hooks.clear();
     release_tool(rt);
+    if (rt->mon_in_flight == 0) { // else frames still in flight may call them: kept (a few bytes)
+        Py_CLEAR(rt->mon_callbacks[0]);
+        Py_CLEAR(rt->mon_callbacks[1]);
+    }
 }
 
 } // namespace coextra
