@@ -97,7 +97,7 @@ void enter_code(PyObject *code) {
     Runtime *rt = runtime_for(PyInterpreterState_Get());
     if (rt == nullptr || rt->mon_hooks.empty())
         return;
-    const Block *b = get_block(rt, code);
+    Block *b = get_block(rt, code);
     if (b == nullptr || b->n_values == 0)
         return;
     const std::size_t first = t_hooks.size();
@@ -115,17 +115,23 @@ void enter_code(PyObject *code) {
     }
     Py_INCREF(code);
     rt->refs++;
-    const_cast<Block *>(b)->in_flight++;
+    b->in_flight++;
     rt->mon_in_flight++;
     const std::size_t end = t_hooks.size();
     for (std::size_t i = first; i < end; i++)
         t_hooks[i]->refs++;
     // No event fires while an observer runs (the tracing flag), so nothing
-    // pushes onto the stacks meanwhile: indices stay valid.
+    // pushes onto the stacks meanwhile: indices stay valid.  An observer that
+    // an earlier one removed or paused just now is not entered, and so gets
+    // no exit either (nullptr in its place).
     for (std::size_t i = first; i < end; i++) {
         HookRec *h = t_hooks[i];
-        if (h->on_enter != nullptr && !h->removed && h->active)
+        if (h->removed || !h->active) {
+            t_hooks[i] = nullptr;
+            hook_decref(h);
+        } else if (h->on_enter != nullptr) {
             call_observer(h->on_enter, code, h->obs_ctx);
+        }
     }
 }
 
@@ -148,11 +154,12 @@ void finish_top() {
     t_frames.pop_back();
     for (std::size_t i = e.first + e.count; i-- > e.first;) {
         HookRec *h = t_hooks[i];
-        if (h->on_exit != nullptr)
+        if (h != nullptr && h->on_exit != nullptr)
             call_observer(h->on_exit, e.code, h->obs_ctx);
     }
     for (std::size_t i = e.first; i < e.first + e.count; i++)
-        hook_decref(t_hooks[i]);
+        if (t_hooks[i] != nullptr)
+            hook_decref(t_hooks[i]);
     t_hooks.resize(e.first);
     left(e.rt, e.code);
     Py_DECREF(e.code);

@@ -450,6 +450,23 @@ class TestChangesWhileRunning(ObserverCase):
         self.assertEqual(log, ["enter", "exit"])  # its own frame still exits; nothing after
         self.assertEqual(coextra.status().observers, 0)
 
+    def test_paused_by_an_outer_observer_gets_neither_enter_nor_exit(self):
+        s = self.slot(fib.__code__)
+        log = []
+        box = {}
+
+        def outer_enter(code):
+            log.append(("outer", "enter"))
+            box["inner"].active = False
+
+        self.add_hook(uname("outer"), only=s, priority=coextra.PRIORITY_DEBUGGER, on_enter=outer_enter,
+                      on_exit=lambda c: log.append(("outer", "exit")))
+        box["inner"] = self.add_hook(uname("inner"), only=s, priority=coextra.PRIORITY_PROFILER,
+                                     on_enter=lambda c: log.append(("inner", "enter")),
+                                     on_exit=lambda c: log.append(("inner", "exit")))
+        fib(0)
+        self.assertEqual(log, [("outer", "enter"), ("outer", "exit")])
+
     def test_added_from_a_callback(self):
         s = self.slot(fib.__code__)
         log = []
