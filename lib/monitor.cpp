@@ -316,7 +316,6 @@ int monitor_take_tool(Runtime *rt) {
         rt->mon_module = mon;
         rt->mon_tool = id;
         rt->mon_events = events;
-        rt->mon_unavailable = false;
         if (register_callbacks(rt, true) < 0) {
             PendingError failure;
             release_tool(rt);
@@ -326,8 +325,7 @@ int monitor_take_tool(Runtime *rt) {
         return 1;
     }
     Py_DECREF(mon);
-    rt->mon_unavailable = true; // status() says None: observers take the chain
-    return 0;
+    return 0; // neither id free: observers take the chain (status() says None)
 }
 
 int monitor_rebuild(Runtime *rt) {

@@ -223,7 +223,6 @@ struct Runtime {
 
     // observers on sys.monitoring (monitor.cpp)
     int mon_tool = -1;              // the sys.monitoring tool id held, or -1
-    bool mon_unavailable = false;   // neither id was free when asked: observers use the chain
     Vector<HookRec *> mon_hooks;    // active monitored observers, outermost first (each holds a ref)
     PyObject *mon_module = nullptr; // sys.monitoring (strong, while mon_tool is held)
     std::size_t mon_in_flight = 0;  // sum of Block::in_flight: the tool id is kept while any

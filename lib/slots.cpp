@@ -383,11 +383,9 @@ int slot_set(PyObject *code, coextra_slot slot, void *value) {
     // An observer on sys.monitoring watches this slot: the code's local
     // events go on first, so that a failure leaves nothing stored.
     if (rec->watchers > 0 && !b->monitored) {
-        b->monitored = true; // what monitor_wants says once the value is in
-        if (monitor_set_events(rt, b, true) < 0) {
-            b->monitored = false;
+        if (monitor_set_events(rt, b, true) < 0)
             return -1;
-        }
+        b->monitored = true;
     }
     const coextra_block_entry &e = b->pub.entries[slot.index - 1];
     void *old = e.generation == slot.generation ? e.value : nullptr;
