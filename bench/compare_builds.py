@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""compare_builds.py: best-of wall time of the hook rows on fib, for several builds side by side (one interpreter)."""
+
+# Used to judge changes to the dispatcher's hot path by what users run
+# (release builds, GCC and clang) rather than by callgrind instructions:
+#
+#   python3.12 bench/compare_builds.py [--rounds N] LABEL=TREE [LABEL=TREE ...]
+#
+# TREE is an importable build tree (build/<tag>, build/<tag>-release, ...).
+# Each round runs every (build, variant) pair once, in a fresh process
+# (bench_one.py wall), in rotating order, so that slow phases of a shared
+# machine spread over all of them; the minimum over rounds is kept.  Printed:
+# seconds per fib workload, and each hook row's ratio to the same build's
+# raw PEP 523 hook.  This machine has no hardware counters (perf stat reports
+# cycles as not supported), so best-of wall time is the measure.
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VARIANTS = ("plain", "raw", "co1", "co4", "skip")
+
+
+def one(tree, variant, workload):
+    env = dict(os.environ, PYTHONPATH=tree, PYTHONDONTWRITEBYTECODE="1")
+    out = subprocess.run([sys.executable, os.path.join(HERE, "bench_one.py"), "wall", variant, "wall", workload],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])[workload]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--workload", default="fib")
+    ap.add_argument("builds", nargs="+", help="LABEL=TREE")
+    args = ap.parse_args()
+    builds = [b.split("=", 1) for b in args.builds]
+    pairs = [(label, tree, v) for label, tree in builds for v in VARIANTS]
+    best = {}
+    for r in range(args.rounds):
+        k = r % len(pairs)
+        for label, tree, v in pairs[k:] + pairs[:k]:
+            t = one(tree, v, args.workload)
+            best[label, v] = min(best.get((label, v), t), t)
+    print("%-14s %s" % ("build", "  ".join("%9s" % v for v in VARIANTS)))
+    for label, _ in builds:
+        print("%-14s %s" % (label, "  ".join("%8.4fs" % best[label, v] for v in VARIANTS)))
+    print("ratios to the same build's raw hook (best of %d):" % args.rounds)
+    for label, _ in builds:
+        raw = best[label, "raw"]
+        print("%-14s %s" % (label, "  ".join("%9.3f" % (best[label, v] / raw) for v in VARIANTS)))
+
+
+if __name__ == "__main__":
+    main()
