@@ -39,6 +39,9 @@ void pick_frame_path(Runtime *rt) noexcept;
 // The specialised path for snapshot c, valid while we are installed over
 // CPython's own evaluator.
 FramePath frame_path_for(const Chain *c) noexcept;
+// After rt->frame_path changed: what dispatch_main calls, if rt is the main
+// interpreter's bound runtime.
+void publish_frame_path(Runtime *rt) noexcept;
 // The runtime's own steps (hops): a hook removed or paused since the snapshot
 // was made, a hook with `only`, the end of the snapshot.
 PyObject *skip_hop(coextra_frame *f, int throwflag, void *ctx);

@@ -26,10 +26,19 @@
 namespace coextra {
 namespace {
 
-// The main interpreter's runtime, or nullptr (none yet, or closed): what
-// dispatch_main serves.  Published after the runtime is complete; written
-// only under the main interpreter's GIL (its runtime's creation and close).
-std::atomic<Runtime *> g_main{nullptr};
+// What dispatch_main runs: the main interpreter's runtime and its current
+// path, or {path_general, nullptr} while it has none (not created yet, or
+// closed: path_general looks the runtime up and finds none or a new one).
+// Written under the main interpreter's GIL only (the runtime's binding,
+// every change of its path, its close) and read by dispatch_main, which
+// CPython calls only for the main interpreter's frames, under that same
+// GIL; relaxed atomics say that other interpreters' threads may read the
+// (unused) values concurrently.
+struct MainBinding {
+    std::atomic<FramePath> path{&path_general};
+    std::atomic<Runtime *> rt{nullptr};
+};
+MainBinding g_main;
 
 // ---- the end of the chain ------------------------------------------------------
 
@@ -77,31 +86,21 @@ inline PyObject *finish_chain_frame(coextra_frame *f, PyObject *r) {
     return r;
 }
 
-// Run the frame through snapshot c from hook j on (j < c->n, or c->n for
-// `below` alone).  Pins c for the frame's lifetime: hooks may change the
-// chain, even remove themselves, while it runs.
+// Run the frame through snapshot c from hook j on (j < c->n), which takes
+// it (its filter was tested): its own function, not its hop.  Pins c for the
+// frame's lifetime: hooks may change the chain, even remove themselves,
+// while it runs.
 PyObject *run_frame(Chain *c, PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, PyCodeObject *code,
                     std::size_t j) {
     c->refs++;
-    const bool hook = j < c->n;
-    // With a hook: its `direct`, and `next` past it; else the end of the
-    // snapshot (evaluate_below reads neither).
-    coextra_frame f{{tstate, raw, hook ? c->hops[j].direct : nullptr, 0, 0, c->hops + (hook ? j + 1 : c->n)}, c};
+    coextra_frame f{{tstate, raw, c->hops[j].direct, 0, 0, c->hops + j + 1}, c};
 #if !COEXTRA_FC_FRAME_OUTLIVES_EVAL
     f.code = code; // the code the filters read, or nullptr: code_of's cache
 #else
     (void)code;
 #endif
-    PyObject *r;
-    if (hook) {
-        // Hook j takes the frame (its filter was tested): its own function,
-        // not its hop.
-        const HookRec *h = c->hooks[j];
-        r = h->eval(&f, throwflag, h->ctx);
-    } else {
-        r = evaluate_below(&f, throwflag);
-    }
-    return finish_chain_frame(&f, r);
+    const HookRec *h = c->hooks[j];
+    return finish_chain_frame(&f, h->eval(&f, throwflag, h->ctx));
 }
 
 // Whether hook h of a snapshot takes frames of this code.  Hooks removed or
@@ -247,10 +246,8 @@ PyObject *dispatch_body(PyThreadState *tstate, coextra_raw_frame *raw, int throw
 // another interpreter's frames: unsupported, and documented
 // (docs/cpython-limitations.md).
 PyObject *dispatch_main_body(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
-    Runtime *rt = g_main.load(std::memory_order_acquire);
-    if (COEXTRA_UNLIKELY(rt == nullptr))
-        return path_general(tstate, raw, throwflag, nullptr);
-    return rt->frame_path(tstate, raw, throwflag, rt);
+    const FramePath path = g_main.path.load(std::memory_order_relaxed);
+    return path(tstate, raw, throwflag, g_main.rt.load(std::memory_order_relaxed));
 }
 
 PyObject *dispatch(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag) {
@@ -339,13 +336,18 @@ PyObject *path_general(PyThreadState *tstate, coextra_raw_frame *raw, int throwf
     std::size_t j = 0;
     while (j < c->n && !takes(rt, c->hooks[j], raw, &code))
         j++;
-    if (j == c->n && !rt->below_is_foreign) {
-        // No hook takes this frame: straight to the evaluator, without a
-        // frame view or a pin on the snapshot (no Python ran since it was
-        // read).
+    if (j < c->n)
+        return run_frame(c, tstate, raw, throwflag, code, j);
+    // No hook takes this frame: straight to `below`, without a frame view
+    // or a pin on the snapshot (no Python ran since it was read).  A foreign
+    // one goes through the loop guard, which writes to rt after it returned:
+    // pinned meanwhile, as above.
+    if (!rt->below_is_foreign)
         return rt->below(tstate, raw, throwflag);
-    }
-    return run_frame(c, tstate, raw, throwflag, code, j);
+    rt->refs++;
+    PyObject *r = call_below(rt, tstate, raw, throwflag);
+    runtime_decref(rt);
+    return r;
 }
 
 FramePath frame_path_for(const Chain *c) noexcept {
@@ -362,16 +364,25 @@ coextra_raw_eval_fn dispatcher_for(PyInterpreterState *interp) noexcept {
 void bind_dispatcher(Runtime *rt) noexcept {
     // A closed runtime of the main interpreter unbound itself at close; a
     // new one (the interpreter dict's entry recreated) takes its place.
-    if (rt->dispatcher == &dispatch_main)
-        g_main.store(rt, std::memory_order_release);
+    if (rt->dispatcher == &dispatch_main) {
+        g_main.rt.store(rt, std::memory_order_relaxed);
+        g_main.path.store(rt->frame_path, std::memory_order_relaxed);
+    }
+}
+
+void publish_frame_path(Runtime *rt) noexcept {
+    if (g_main.rt.load(std::memory_order_relaxed) == rt)
+        g_main.path.store(rt->frame_path, std::memory_order_relaxed);
 }
 
 // (Closing already turned the path general through pick_frame_path, so the
 // runtime would not be run again; this drops the pointer itself before the
 // runtime can be freed.)
 void unbind_dispatcher(Runtime *rt) noexcept {
-    if (rt->dispatcher == &dispatch_main && g_main.load(std::memory_order_relaxed) == rt)
-        g_main.store(nullptr, std::memory_order_release);
+    if (rt->dispatcher == &dispatch_main && g_main.rt.load(std::memory_order_relaxed) == rt) {
+        g_main.path.store(&path_general, std::memory_order_relaxed);
+        g_main.rt.store(nullptr, std::memory_order_relaxed);
+    }
 }
 
 } // namespace coextra

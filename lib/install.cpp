@@ -107,8 +107,7 @@ void apply_install_state(Runtime *rt) noexcept {
 // with a foreign `below`; clearing it calls this again): then a frame needs
 // no loop guard and CPython's evaluator can be called directly.  With
 // COEXTRA_CHECK_HOOKS every frame takes the general path, which pins its
-// snapshot and so can name a hook that broke the contract.  Otherwise every
-// frame takes the general path too.
+// snapshot and so can name a hook that broke the contract.
 void pick_frame_path(Runtime *rt) noexcept {
     const bool ok = rt->chain != nullptr && rt->install == Install::installed && !rt->below_is_foreign &&
                     rt->loop_guard == nullptr && !rt->check_hooks;
@@ -118,6 +117,7 @@ void pick_frame_path(Runtime *rt) noexcept {
     rt->first_only = ok ? h->only : coextra_slot{0, 0};
     rt->first_only_bit = ok ? h->only_bit : 0;
     rt->frame_path = ok ? frame_path_for(rt->chain) : &path_general;
+    publish_frame_path(rt);
 }
 
 void apply_install(Runtime *rt) noexcept {
