@@ -51,10 +51,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--workload", default="fib")
     ap.add_argument("--callgrind", action="store_true", help="instructions (Ir) instead of wall time")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from " + " ".join(VARIANTS))
     ap.add_argument("builds", nargs="+", help="LABEL=TREE")
     args = ap.parse_args()
     builds = [b.split("=", 1) for b in args.builds]
-    pairs = [(label, tree, v) for label, tree in builds for v in VARIANTS]
+    variants = [v for v in VARIANTS if v in args.variants.split(",") or v == "raw"]
+    pairs = [(label, tree, v) for label, tree in builds for v in variants]
     best = {}
     if args.callgrind:
         for label, tree, v in pairs:
@@ -65,14 +67,14 @@ def main():
             for label, tree, v in pairs[k:] + pairs[:k]:
                 t = one(tree, v, args.workload)
                 best[label, v] = min(best.get((label, v), t), t)
-    print("%-14s %s" % ("build", "  ".join("%11s" % v for v in VARIANTS)))
+    print("%-14s %s" % ("build", "  ".join("%11s" % v for v in variants)))
     for label, _ in builds:
         print("%-14s %s" % (label, "  ".join(("%11d" if args.callgrind else "%10.4fs") % best[label, v]
-                                              for v in VARIANTS)))
+                                              for v in variants)))
     print("ratios to the same build's raw hook (%s):" % ("Ir" if args.callgrind else "best of %d" % args.rounds))
     for label, _ in builds:
         raw = best[label, "raw"]
-        print("%-14s %s" % (label, "  ".join("%11.3f" % (best[label, v] / raw) for v in VARIANTS)))
+        print("%-14s %s" % (label, "  ".join("%11.3f" % (best[label, v] / raw) for v in variants)))
 
 
 if __name__ == "__main__":

@@ -154,10 +154,15 @@ PyObject *path_single_filtered(PyThreadState *tstate, coextra_raw_frame *raw, in
     return run_single_if_held(tstate, raw, throwflag, rt, b);
 }
 
-// Several hooks, the outermost without a filter: hook 0 takes every frame
-// and is active (the current snapshot holds only active hooks).
+// Several hooks, the outermost without a filter: hook 0 takes every frame,
+// is active (the current snapshot holds only active hooks) and is not the
+// last, so its hop is its own function and has no `direct`: run_frame from
+// hook 0, read from the hop (in the snapshot itself, one load less).
 PyObject *path_chain(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt) {
-    return run_frame(rt->chain, tstate, raw, throwflag, nullptr, 0);
+    Chain *c = rt->chain;
+    c->refs++;
+    coextra_frame f{{tstate, raw, nullptr, 0, 0, c->hops + 1}, c};
+    return finish_chain_frame(&f, c->hops[0].eval(&f, throwflag, c->hops[0].ctx));
 }
 
 // Several hooks, the outermost with a filter: the first hook of the snapshot
