@@ -139,6 +139,21 @@ Block *ensure_block(Runtime *rt, PyObject *code, uint32_t needed) {
     return b;
 }
 
+// A free function call taken out of the registry under its lock and run
+// after the lock is released: free functions are the owner's code and may
+// call back into coextra (reserve, store, release, add hooks), which takes
+// the lock again (a no-op on GIL builds today; a mutex on free-threaded
+// builds, where calling out under it would deadlock).
+struct FreeCall {
+    coextra_free_fn fn = nullptr;
+    void *value = nullptr;
+    void *ctx = nullptr;
+    void run() const {
+        if (fn != nullptr && value != nullptr)
+            fn(value, ctx);
+    }
+};
+
 // The co_extra free function.  CPython's code_dealloc calls it for EVERY
 // index below the array's size, with NULL where nothing was stored (3.9–3.14,
 // contrary to the docs), and it runs before weakref callbacks.  It may run
@@ -151,28 +166,31 @@ void block_free_cb(void *p) {
     if (b->pub.magic != COEXTRA_BLOCK_MAGIC)
         return; // not ours: never touch foreign data
     Runtime *rt = b->rt;
-    RegistryLock lock;
     // The block stays linked while its free functions run: one of them may
     // release another slot whose value is still in this block, and
     // slot_release must then find and free it here, because once release
     // returns, that slot's free function and ctx may be gone and its index
     // may belong to a new slot.  Nothing can store into this block: its code
-    // object is unreachable.  Re-read rt->slots on every step because a free
-    // function that reserves slots may reallocate it.
+    // object is unreachable.  Each entry is detached under the registry
+    // lock and its free function called after the lock is released (it may
+    // call back into coextra); rt->slots is re-read on every step because a
+    // free function that reserves slots may reallocate it.
     for (uint32_t i = 0; i < b->pub.capacity; i++) {
-        coextra_block_entry &e = b->pub.entries[i];
-        if (e.value == nullptr)
-            continue;
-        void *value = e.value;
-        empty_entry(b, i);
-        b->n_values--;
-        SlotRec &rec = rt->slots[i];
-        coextra_free_fn fn = rec.free_fn;
-        void *ctx = rec.ctx;
-        rec.live--;
-        if (fn != nullptr)
-            fn(value, ctx);
+        FreeCall call;
+        {
+            RegistryLock lock;
+            coextra_block_entry &e = b->pub.entries[i];
+            if (e.value == nullptr)
+                continue;
+            SlotRec &rec = rt->slots[i];
+            call = FreeCall{rec.free_fn, e.value, rec.ctx};
+            empty_entry(b, i);
+            b->n_values--;
+            rec.live--;
+        }
+        call.run();
     }
+    RegistryLock lock;
     unlink_block(rt, b);
     destroy_block(b);
     runtime_decref(rt);
@@ -209,13 +227,131 @@ SlotRec *checked_slot(Runtime *rt, coextra_slot slot) {
     return nullptr;
 }
 
-
 void runtime_close_slots(Runtime *rt) noexcept {
     // Values stay where they are: each code object that still holds a block
     // runs its free functions when it dies.  Names go, so nothing can look
     // a slot up any more.
     rt->slot_names.clear();
 }
+
+namespace {
+
+// slot_release's part under the lock: every value of `slot` out of its
+// blocks into `values`, the slot retired; its free function and ctx out.
+int detach_slot(coextra_slot slot, Vector<void *> &values, coextra_free_fn *fn_out, void **ctx_out) {
+    RegistryLock lock;
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    if (rec == nullptr)
+        return -1;
+    try {
+        values.reserve(rec->live);
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    // Detach every value first (walking only the blocks coextra tracks, never
+    // the heap), then run the free functions: they may run arbitrary code,
+    // including code that reserves this very index again.
+    const uint32_t i = slot.index - 1;
+    for (Block *b = rt->blocks; b != nullptr; b = b->next) {
+        if (i >= b->pub.capacity)
+            continue;
+        coextra_block_entry &e = b->pub.entries[i];
+        if (e.generation != slot.generation)
+            continue;
+        if (e.value != nullptr) {
+            values.push_back(e.value); // within the reserved capacity
+            b->n_values--;
+        }
+        empty_entry(b, i);
+    }
+    if (rec->watchers > 0) {
+        // Observers keep their (now stale) `only`: they never match again.
+        rec->watchers = 0;
+        for (Block *b = rt->blocks; b != nullptr; b = b->next)
+            if (b->monitored)
+                monitor_unwatch(rt, b);
+    }
+    coextra_free_fn fn = rec->free_fn;
+    void *ctx = rec->ctx;
+    rt->slot_names.erase(rec->name);
+    rec->name.clear();
+    rec->free_fn = nullptr;
+    rec->ctx = nullptr;
+    rec->generation = 0;
+    rec->live = 0;
+    rt->free_indices.push_back(slot.index); // capacity reserved when the slot was made
+    *fn_out = fn;
+    *ctx_out = ctx;
+    return 0;
+}
+
+// slot_clear's part under the lock: the value out of its entry into *freed.
+int clear_entry(PyObject *code, coextra_slot slot, FreeCall *freed) {
+    RegistryLock lock;
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    if (rec == nullptr)
+        return -1;
+    if (code == nullptr || !PyCode_Check(code))
+        return type_error_code(code);
+    Block *b = get_block(rt, code);
+    const uint32_t i = slot.index - 1;
+    if (b == nullptr || i >= b->pub.capacity || b->pub.entries[i].generation != slot.generation)
+        return 0;
+    void *old = b->pub.entries[i].value;
+    empty_entry(b, i);
+    if (old == nullptr)
+        return 0;
+    b->n_values--;
+    rec->live--;
+    if (rec->watchers > 0)
+        monitor_unwatch(rt, b);
+    *freed = FreeCall{rec->free_fn, old, rec->ctx};
+    return 0;
+}
+
+// slot_set's part under the lock: the store; the value it replaces into *replaced.
+int store_entry(PyObject *code, coextra_slot slot, void *value, FreeCall *replaced) {
+    RegistryLock lock;
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    if (rec == nullptr)
+        return -1;
+    if (code == nullptr || !PyCode_Check(code))
+        return type_error_code(code);
+    Block *b = ensure_block(rt, code, slot.index);
+    if (b == nullptr)
+        return -1;
+    // An observer on sys.monitoring watches this slot: the code's local
+    // events go on first, so that a failure leaves nothing stored.
+    if (rec->watchers > 0 && !b->monitored) {
+        if (monitor_set_events(rt, b, true) < 0)
+            return -1;
+        b->monitored = true;
+    }
+    const coextra_block_entry &e = b->pub.entries[slot.index - 1];
+    void *old = e.generation == slot.generation ? e.value : nullptr;
+    set_entry(b, slot.index - 1, value, slot.generation);
+    if (old == value)
+        return 0; // storing the same pointer again frees nothing
+    if (old == nullptr) {
+        b->n_values++;
+        rec->live++;
+        return 0;
+    }
+    *replaced = FreeCall{rec->free_fn, old, rec->ctx};
+    return 0;
+}
+
+} // namespace
 
 namespace api {
 
@@ -285,53 +421,13 @@ int slot_reserve(const char *name, coextra_free_fn free_fn, void *ctx, coextra_s
     return slot_reserve_ex(name, free_fn, ctx, 0, out);
 }
 
+// Free functions run after the registry lock is released (see FreeCall).
 int slot_release(coextra_slot slot) {
-    RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
-        return -1;
-    SlotRec *rec = checked_slot(rt, slot);
-    if (rec == nullptr)
-        return -1;
     Vector<void *> values;
-    try {
-        values.reserve(rec->live);
-    } catch (const std::bad_alloc &) {
-        PyErr_NoMemory();
+    coextra_free_fn fn;
+    void *ctx;
+    if (detach_slot(slot, values, &fn, &ctx) < 0)
         return -1;
-    }
-    // Detach every value first (walking only the blocks coextra tracks, never
-    // the heap), then run the free functions: they may run arbitrary code,
-    // including code that reserves this very index again.
-    const uint32_t i = slot.index - 1;
-    for (Block *b = rt->blocks; b != nullptr; b = b->next) {
-        if (i >= b->pub.capacity)
-            continue;
-        coextra_block_entry &e = b->pub.entries[i];
-        if (e.generation != slot.generation)
-            continue;
-        if (e.value != nullptr) {
-            values.push_back(e.value); // within the reserved capacity
-            b->n_values--;
-        }
-        empty_entry(b, i);
-    }
-    if (rec->watchers > 0) {
-        // Observers keep their (now stale) `only`: they never match again.
-        rec->watchers = 0;
-        for (Block *b = rt->blocks; b != nullptr; b = b->next)
-            if (b->monitored)
-                monitor_unwatch(rt, b);
-    }
-    coextra_free_fn fn = rec->free_fn;
-    void *ctx = rec->ctx;
-    rt->slot_names.erase(rec->name);
-    rec->name.clear();
-    rec->free_fn = nullptr;
-    rec->ctx = nullptr;
-    rec->generation = 0;
-    rec->live = 0;
-    rt->free_indices.push_back(slot.index); // capacity reserved when the slot was made
     if (fn != nullptr)
         for (void *v : values)
             fn(v, ctx);
@@ -339,67 +435,22 @@ int slot_release(coextra_slot slot) {
 }
 
 int slot_clear(PyObject *code, coextra_slot slot) {
-    RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
+    FreeCall freed;
+    if (clear_entry(code, slot, &freed) < 0)
         return -1;
-    SlotRec *rec = checked_slot(rt, slot);
-    if (rec == nullptr)
-        return -1;
-    if (code == nullptr || !PyCode_Check(code))
-        return type_error_code(code);
-    Block *b = get_block(rt, code);
-    const uint32_t i = slot.index - 1;
-    if (b == nullptr || i >= b->pub.capacity || b->pub.entries[i].generation != slot.generation)
-        return 0;
-    void *old = b->pub.entries[i].value;
-    empty_entry(b, i);
-    if (old == nullptr)
-        return 0;
-    b->n_values--;
-    rec->live--;
-    if (rec->watchers > 0)
-        monitor_unwatch(rt, b);
-    if (rec->free_fn != nullptr)
-        rec->free_fn(old, rec->ctx);
+    freed.run(); // after the lock: see FreeCall
     return 0;
 }
 
 int slot_set(PyObject *code, coextra_slot slot, void *value) {
     if (value == nullptr)
         return slot_clear(code, slot);
-    RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
+    FreeCall replaced;
+    if (store_entry(code, slot, value, &replaced) < 0)
         return -1;
-    SlotRec *rec = checked_slot(rt, slot);
-    if (rec == nullptr)
-        return -1;
-    if (code == nullptr || !PyCode_Check(code))
-        return type_error_code(code);
-    Block *b = ensure_block(rt, code, slot.index);
-    if (b == nullptr)
-        return -1;
-    // An observer on sys.monitoring watches this slot: the code's local
-    // events go on first, so that a failure leaves nothing stored.
-    if (rec->watchers > 0 && !b->monitored) {
-        if (monitor_set_events(rt, b, true) < 0)
-            return -1;
-        b->monitored = true;
-    }
-    const coextra_block_entry &e = b->pub.entries[slot.index - 1];
-    void *old = e.generation == slot.generation ? e.value : nullptr;
-    set_entry(b, slot.index - 1, value, slot.generation);
-    if (old == value)
-        return 0; // storing the same pointer again frees nothing
-    if (old == nullptr) {
-        b->n_values++;
-        rec->live++;
-        return 0;
-    }
-    // Like CPython's SetExtra: the replaced value is freed, after the store.
-    if (rec->free_fn != nullptr)
-        rec->free_fn(old, rec->ctx);
+    // Like CPython's SetExtra: the replaced value is freed, after the store
+    // (and after the lock: see FreeCall).
+    replaced.run();
     return 0;
 }
 

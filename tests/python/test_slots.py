@@ -913,6 +913,43 @@ class TestReentrancy(SlotTestCase):
         self.assertTrue(b.released)
         self.assertEqual(sorted(freed_b), [-2, -1, 0])
 
+    def test_on_free_sees_a_finished_change_and_may_use_every_api(self):
+        # Free functions run after the change that freed the value is
+        # complete and the registry lock released: the registry already
+        # shows the change, and hooks, slots and introspection all work from
+        # inside them, on every path that frees (replace, delete, release,
+        # code death).
+        seen = []
+        target = make_code("target")
+
+        def on_free(v):
+            kind, code = v
+            n = coextra.add_hook(uname("from-free"), on_enter=lambda c: None)
+            try:
+                other = coextra.Slot(uname("from-free"))
+                other[target] = kind
+                state = (kind, code is None or code not in s or s[code] != v, s.released,
+                         other[target], any(h.name == n.name for h in coextra.hooks()))
+                other.release()
+            finally:
+                n.remove()
+            seen.append(state)
+
+        s = self.new_slot(on_free=on_free)
+        code = make_code("replace")
+        s[code] = ("replace", code)
+        s[code] = ("new", code)
+        del s[code]
+        dying = make_code("death")
+        s[dying] = ("death", None)
+        del dying
+        gc.collect()
+        s[target] = ("release", None)
+        s.release()
+        self.assertEqual(seen, [("replace", True, False, "replace", True), ("new", True, False, "new", True),
+                                ("death", True, False, "death", True), ("release", True, True, "release", True)])
+        self.assertEqual([h for h in coextra.hooks() if h.name.startswith("from-free")], [])
+
     def test_on_free_releases_its_own_slot(self):
         freed = []
 
