@@ -37,7 +37,7 @@ Py_ssize_t slot_live(coextra_slot slot);
 PyObject *slots_info();
 PyObject *released_error_type() noexcept;
 
-// chain.cpp
+// hooks.cpp, install.cpp (status_info), frame.cpp (eval_next, frame_*)
 int hook_add(const coextra_hook_def *def, coextra_hook **out);
 int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out);
 int hook_remove(coextra_hook *hook);

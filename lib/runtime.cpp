@@ -52,7 +52,7 @@ void publish_key(char *buf, std::size_t n, unsigned major) {
 // withdrawn in the opposite order: whoever sees an entry's interp equal to
 // its own also sees that entry's runtime (the dispatcher relies on it and
 // does not test rt for NULL; see runtime.hpp dispatch_first).
-// Also the main interpreter's dispatcher (chain.cpp dispatch_main), which
+// Also the main interpreter's dispatcher (dispatch.cpp dispatch_main), which
 // reads its runtime without a lookup: bound with the entry, unbound first.
 void register_entry(Runtime *rt) noexcept {
     bind_dispatcher(rt);

@@ -183,7 +183,7 @@ class FinalizeCase(unittest.TestCase):
 
     def test_second_runtime_of_the_main_interpreter(self):
         # The main interpreter's runtime gets a dispatcher of its own that
-        # finds it without a lookup (chain.cpp dispatch_main).  Closing that
+        # finds it without a lookup (dispatch.cpp dispatch_main).  Closing that
         # runtime must unbind it (frames then run unhooked, nothing reads the
         # freed runtime: -X dev poisons freed memory), and a runtime created
         # afterwards for the same interpreter must bind it again.
