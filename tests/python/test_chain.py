@@ -576,7 +576,9 @@ class TestIntrospectionAndErrors(ChainTestCase):
         self.add_hook(name).remove()
         h = native.add(name, 500, "pass")
         native.remove(h)
-        self.add_hook(name)
+        h = self.add_hook(name)
+        self.assertEqual([i.name for i in coextra.hooks() if i.name == name], [name])
+        self.assertFalse(h.removed)
 
     def test_bad_priorities(self):
         for prio in (coextra._coextra.PRIORITY_MIN - 1, coextra._coextra.PRIORITY_MAX + 1, -(2 ** 31)):
