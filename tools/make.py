@@ -17,6 +17,13 @@ SIDROOT = os.path.join(ROOT, "tools", "sidroot.sh")
 # Interpreters from Debian sid, run inside the sid root (tools/sidroot.sh): (tag, exe inside the root).
 SID_PYTHONS = [("py3.13-sid", "/usr/bin/python3.13"), ("py3.14", "/usr/bin/python3.14"),
                ("py3.14d", "/usr/bin/python3.14d"), ("py3.15", "/usr/bin/python3.15")]
+# Extra builds of one Python (rows "py3.12-<name>"): name -> (meson options, environment).  The matrix
+# builds with GCC at debugoptimized (asserts on); these rows build with clang, and as
+# `pip install .` builds (release: -O3, NDEBUG), and run the doctest and unittest suites only.
+VARIANT_PYTHON = "3.12"
+VARIANTS = {"clang": ([], {"CC": "clang", "CXX": "clang++"}),
+            "release": (["-Dbuildtype=release"], {})}
+VARIANT_SUITES = ("doctest", "unittest")
 
 
 def log(msg):
@@ -33,8 +40,9 @@ def pyenv_root():
 class Interp:
     """One row of the matrix: an interpreter, where it runs, and the tag its build is named by."""
 
-    def __init__(self, exe, kind, tag=None):
+    def __init__(self, exe, kind, tag=None, variant=None):
         self.exe, self.kind, self.tag = exe, kind, tag  # kind: "pyenv" | "system" | "sid"
+        self.variant = variant  # a key of VARIANTS, or None
 
     @property
     def sid(self):
@@ -61,8 +69,9 @@ def python_version(interp):
 
 
 def find_pythons():
-    """[Interp].  PYTHONS="exe sid:exe ..." overrides discovery (sid:EXE = EXE inside the sid root);
-    COEXTRA_SID=0 leaves out the sid rows (reported, never silent)."""
+    """[Interp].  PYTHONS="exe sid:exe ..." overrides discovery (sid:EXE = EXE inside the sid root;
+    the VARIANTS rows then only with COEXTRA_VARIANTS); COEXTRA_SID=0 leaves out the sid rows
+    (reported, never silent)."""
     if os.environ.get("PYTHONS"):
         found = []
         for exe in os.environ["PYTHONS"].split():
@@ -73,6 +82,8 @@ def find_pythons():
                                     tags[0] if tags else None))
             else:
                 found.append(Interp(exe, "pyenv" if exe.startswith(pyenv_root()) else "system"))
+        if os.environ.get("COEXTRA_VARIANTS"):
+            found += variant_rows(found)
         return found
     exes = []
     for d in sorted(glob.glob(os.path.join(pyenv_root(), "versions", "*"))):
@@ -81,6 +92,7 @@ def find_pythons():
             exes.append(os.path.join(d, "bin", "python%s.%s" % (m[1], m[2])))
     exes.sort(key=lambda e: [int(x) for x in re.findall(r"python(\d+)\.(\d+)", e)[0]])
     found = [Interp(e, "pyenv") for e in exes]
+    found += variant_rows(found)
     if os.path.exists("/usr/bin/python3"):
         found.append(Interp("/usr/bin/python3", "system"))
     if os.environ.get("COEXTRA_SID", "1") != "0":
@@ -90,11 +102,25 @@ def find_pythons():
     return found
 
 
+def variant_rows(found):
+    """The VARIANTS rows of the pyenv VARIANT_PYTHON among found (COEXTRA_VARIANTS="clang" etc. picks,
+    "" drops them)."""
+    names = os.environ.get("COEXTRA_VARIANTS", " ".join(VARIANTS)).split()
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        sys.exit("COEXTRA_VARIANTS: unknown %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(VARIANTS)))
+    base = [i for i in found if i.kind == "pyenv" and not i.variant
+            and re.search(r"/%s\.\d+/bin/|python%s$" % (re.escape(VARIANT_PYTHON), re.escape(VARIANT_PYTHON)), i.exe)]
+    return [Interp(i.exe, i.kind, variant=name) for i in base[:1] for name in names]
+
+
 def tag_for(interp):
     ver = python_version(interp)
     if interp.tag is None:
         short = ".".join(ver.split(".")[:2])
         interp.tag = {"system": "py%s-system", "sid": "py%s-sid"}.get(interp.kind, "py%s") % short
+        if interp.variant:
+            interp.tag += "-" + interp.variant
     return interp.tag, ver
 
 
@@ -134,11 +160,12 @@ def build_one(tag, interp, logf, extra_opts=()):
     bdir = os.path.join(BUILD, "meson-" + tag)
     stage = os.path.join(BUILD, tag)
     prefix = os.path.join(BUILD, "install-" + tag)
+    opts, env = VARIANTS[interp.variant] if interp.variant else ([], {})
     if not os.path.exists(os.path.join(bdir, "build.ninja")):
         rc, out = run(["meson", "setup", bdir, "-Dpython=" + interp.exe, "--prefix=" + prefix,
-                       "-Dpython.platlibdir=" + stage, "-Dpython.purelibdir=" + stage] + list(extra_opts)
+                       "-Dpython.platlibdir=" + stage, "-Dpython.purelibdir=" + stage] + opts + list(extra_opts)
                       + os.environ.get("COEXTRA_MESON_OPTS", "").split(),
-                      logf, interp=interp)
+                      logf, interp=interp, env=dict(os.environ, **env))
         if rc != 0:
             return False, "meson setup failed"
     rc, out = run(["meson", "compile", "-C", bdir], logf, interp=interp)
@@ -286,7 +313,10 @@ def cmd_test(args):
             continue
         for name, fn in SUITES:
             t0 = time.time()
-            p, f, detail = fn(tag, interp, logf)
+            if interp.variant and name not in VARIANT_SUITES:
+                p, f, detail = 0, 0, "n/a (%s build: %s only)" % (interp.variant, ", ".join(VARIANT_SUITES))
+            else:
+                p, f, detail = fn(tag, interp, logf)
             rows.append((tag, ver, name, p, f, ("%s %.0fs" % (detail, time.time() - t0)).strip()))
             total_p += p
             total_f += f
@@ -334,7 +364,7 @@ def cmd_bench(args):
     rc = 0 if ok else 1
     kinds = os.environ.get("COEXTRA_BENCH_BUILDS", "test release").split()
     for tag, interp, ver, ok, why in results:
-        if not ok:
+        if not ok or interp.variant:
             continue
         for kind in kinds:
             btag = tag if kind == "test" else "%s-%s" % (tag, kind)

@@ -38,7 +38,7 @@ def asan_runtime():
 
 
 def select_pythons(m):
-    found = [i for i in m.find_pythons() if not i.sid]  # sanitizer runtimes are the host's
+    found = [i for i in m.find_pythons() if not i.sid and not i.variant]  # sanitizer runtimes are the host's
     if os.environ.get("PYTHONS"):
         return found
     chosen = []
