@@ -142,16 +142,16 @@ def run(cmd, log_path=None, timeout=1800, env=None, cwd=ROOT, interp=None):
     return rc, out
 
 
-def setup_deps(interps=()):
+def setup_deps(interps=(), say=log):
     rc, out = run(["bash", os.path.join(ROOT, "tools", "setup-deps.sh")], timeout=1800)
     if rc != 0:
-        log(out)
+        say(out)
         sys.exit("setup-deps failed")
     if any(i.sid for i in interps):
         # Not fatal here: a sid row whose interpreter is missing fails loudly below.
         t0 = time.time()
         rc, out = run(["bash", SIDROOT, "ensure"], timeout=3000)
-        log(("sid root: %s (%.0fs)" % (out.strip().splitlines()[-1] if out.strip() else "ready", time.time() - t0))
+        say(("sid root: %s (%.0fs)" % (out.strip().splitlines()[-1] if out.strip() else "ready", time.time() - t0))
             if rc == 0 else "SID ROOT SET-UP FAILED (rc=%d):\n%s" % (rc, out))
 
 
@@ -177,15 +177,16 @@ def build_one(tag, interp, logf, extra_opts=()):
     return True, ""
 
 
-def cmd_build(args):
+def cmd_build(args, say=log):
+    """Build every row; say() gets the progress lines (make demo collects them instead)."""
     interps = find_pythons()
-    setup_deps(interps)
+    setup_deps(interps, say)
     os.makedirs(BUILD, exist_ok=True)
     ok_all = True
     results = []
     for interp in interps:
         if not interp.exists():
-            log("MISSING: %s%s" % (interp.exe, " (in the sid root)" if interp.sid else ""))
+            say("MISSING: %s%s" % (interp.exe, " (in the sid root)" if interp.sid else ""))
             results.append((interp.tag or interp.exe, interp, "?", False, "interpreter missing"))
             ok_all = False
             continue
@@ -193,7 +194,7 @@ def cmd_build(args):
         logf = os.path.join(BUILD, "log-%s.txt" % tag)
         open(logf, "w").close()
         ok, why = build_one(tag, interp, logf)
-        log("%-16s %-8s %s" % (tag, ver, "built" if ok else "BUILD FAILED: %s (see %s)" % (why, logf)))
+        say("%-16s %-8s %s" % (tag, ver, "built" if ok else "BUILD FAILED: %s (see %s)" % (why, logf)))
         results.append((tag, interp, ver, ok, why))
         ok_all &= ok
     return ok_all, results
@@ -333,7 +334,6 @@ def cmd_test(args):
 
 def cmd_demo(args):
     """Build for one Python (PYTHONS, else python3 on PATH) quietly, then run examples/coexist/demo.py."""
-    global log
     if not os.environ.get("PYTHONS"):
         try:  # through pyenv's shim, if any, to the real interpreter
             exe = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"], capture_output=True,
@@ -342,11 +342,7 @@ def cmd_demo(args):
             exe = "/usr/bin/python3"
         os.environ["PYTHONS"] = exe
     messages = []
-    real_log, log = log, messages.append
-    try:
-        ok, results = cmd_build(args)
-    finally:
-        log = real_log
+    ok, results = cmd_build(args, say=messages.append)
     if not ok or not results:
         print("\n".join(messages))
         return 1
@@ -392,10 +388,8 @@ def main():
         ok, _ = cmd_build(args)
         return 0 if ok else 1
     if args.command == "sanitize":
-        # ASan+UBSan and valgrind runs (tools/sanitize.py)
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import sanitize
-        return sanitize.main(sys.modules[__name__], args)
+        # ASan+UBSan and valgrind runs: tools/sanitize.py, which imports this file as a library
+        return subprocess.call([sys.executable, os.path.join(ROOT, "tools", "sanitize.py")] + args.rest)
     return {"test": cmd_test, "demo": cmd_demo, "bench": cmd_bench}[args.command](args)
 
 
