@@ -7,12 +7,13 @@ import os
 import sys
 import tempfile
 import textwrap
-import types
 import unittest
 
 import coextra
 import coextra_test_native as native
 import coextra_test_reliability as rel
+
+from coextra_testutil import unique_name
 
 PREFIX = "test_reliability_subinterp."
 _counter = itertools.count()
@@ -50,7 +51,7 @@ else:
 
 
 def uname(tag):
-    return "%s%s.%d" % (PREFIX, tag, next(_counter))
+    return unique_name("test_reliability_subinterp", tag)
 
 
 def make_function():
