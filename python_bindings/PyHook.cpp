@@ -246,11 +246,9 @@ void hook_dealloc(PyObject *self) {
     PyObject_GC_UnTrack(self);
     HookObject *h = as_hook(self);
     if (h->handle != nullptr) {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
+        SavedError saved;
         if (h->api->hook_remove(h->handle) < 0)
             PyErr_Clear();
-        PyErr_Restore(et, ev, tb);
         h->handle = nullptr;
     }
     hook_clear(self);
@@ -348,12 +346,12 @@ PyObject *add_hook(PyObject *module, PyObject *args, PyObject *kwargs) {
         return nullptr;
     }
     if (st->api->observer_add_ex(&def, py_hook_eval, COEXTRA_FLAG_PYTHON, &h->handle) < 0) {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        Py_ssize_t n = PyList_GET_SIZE(st->hooks);
-        if (n > 0 && PyList_GET_ITEM(st->hooks, n - 1) == reinterpret_cast<PyObject *>(h))
-            PySequence_DelItem(st->hooks, n - 1);
-        PyErr_Restore(et, ev, tb);
+        {
+            SavedError saved; // observer_add_ex's error, across dropping the list entry
+            Py_ssize_t n = PyList_GET_SIZE(st->hooks);
+            if (n > 0 && PyList_GET_ITEM(st->hooks, n - 1) == reinterpret_cast<PyObject *>(h))
+                PySequence_DelItem(st->hooks, n - 1);
+        }
         Py_DECREF(h);
         return nullptr;
     }
