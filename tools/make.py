@@ -111,6 +111,9 @@ def variant_rows(found):
         sys.exit("COEXTRA_VARIANTS: unknown %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(VARIANTS)))
     base = [i for i in found if i.kind == "pyenv" and not i.variant
             and re.search(r"/%s\.\d+/bin/|python%s$" % (re.escape(VARIANT_PYTHON), re.escape(VARIANT_PYTHON)), i.exe)]
+    if names and not base:
+        log("no pyenv Python %s: the rows %s are NOT run" % (VARIANT_PYTHON, ", ".join(
+            "py%s-%s" % (VARIANT_PYTHON, n) for n in names)))
     return [Interp(i.exe, i.kind, variant=name) for i in base[:1] for name in names]
 
 
