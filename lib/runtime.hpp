@@ -5,14 +5,13 @@
 #include "coextra_runtime.h"
 #include "frame_compat.h"
 
-#include <boost/container/flat_map.hpp>
-#include <boost/container/small_vector.hpp>
-
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace coextra {
@@ -45,8 +44,61 @@ struct RawAlloc {
 using String = std::basic_string<char, std::char_traits<char>, RawAlloc<char>>;
 template <class T>
 using Vector = std::vector<T, RawAlloc<T>>;
+
+// A map kept as a vector sorted by key: the registry's name and id indexes,
+// a few dozen entries at most, looked up when hooks and slots change, never
+// per frame.  The subset of std::map's interface lib/ uses; like std::map
+// (and unlike a plain vector), a failed insertion leaves it unchanged.
 template <class K, class V>
-using FlatMap = boost::container::flat_map<K, V, std::less<K>, RawAlloc<std::pair<K, V>>>;
+class FlatMap {
+  public:
+    using value_type = std::pair<K, V>;
+    using iterator = typename Vector<value_type>::iterator;
+    using const_iterator = typename Vector<value_type>::const_iterator;
+
+    iterator begin() noexcept { return items_.begin(); }
+    iterator end() noexcept { return items_.end(); }
+    const_iterator begin() const noexcept { return items_.begin(); }
+    const_iterator end() const noexcept { return items_.end(); }
+    std::size_t size() const noexcept { return items_.size(); }
+    bool empty() const noexcept { return items_.empty(); }
+    void clear() noexcept { items_.clear(); }
+
+    iterator find(const K &key) noexcept {
+        iterator it = lower_bound(key);
+        return it != end() && !(key < it->first) ? it : end();
+    }
+    const_iterator find(const K &key) const noexcept { return const_cast<FlatMap *>(this)->find(key); }
+    std::size_t count(const K &key) const noexcept { return find(key) != end() ? 1 : 0; }
+
+    // Inserts (key, value) unless key is present.  Throws std::bad_alloc with
+    // the map unchanged: vector::insert has no effect when allocation fails.
+    template <class... Args>
+    std::pair<iterator, bool> emplace(Args &&...args) {
+        value_type item(std::forward<Args>(args)...);
+        iterator it = lower_bound(item.first);
+        if (it != end() && !(item.first < it->first))
+            return {it, false};
+        return {items_.insert(it, std::move(item)), true};
+    }
+
+    std::size_t erase(const K &key) noexcept {
+        iterator it = find(key);
+        if (it == end())
+            return 0;
+        items_.erase(it);
+        return 1;
+    }
+    iterator erase(const_iterator it) noexcept { return items_.erase(it); }
+
+  private:
+    iterator lower_bound(const K &key) noexcept {
+        return std::lower_bound(items_.begin(), items_.end(), key,
+                                [](const value_type &item, const K &k) { return item.first < k; });
+    }
+
+    Vector<value_type> items_;
+};
 
 // ---------------------------------------------------------------------------
 // The locking seam.  Every mutation of shared runtime state happens inside a

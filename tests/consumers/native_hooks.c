@@ -1,6 +1,8 @@
 /* native_hooks.c: native hooks for the chain tests, built only against include/coextra/coextra.h. */
 #include <coextra/coextra.h>
 
+#include "test_module.h"
+
 #include <string.h>
 
 /* What a hook does with the frame it gets. */
@@ -429,9 +431,4 @@ static int exec_module(PyObject *m) {
     return coextra_import();
 }
 
-static PyModuleDef_Slot mslots[] = {{Py_mod_exec, (void *)exec_module}, {0, NULL}};
-
-static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "coextra_test_native", NULL, 0, methods, mslots,
-                                    NULL, NULL, NULL};
-
-PyMODINIT_FUNC PyInit_coextra_test_native(void) { return PyModuleDef_Init(&moddef); }
+COEXTRA_TEST_MODULE(coextra_test_native, methods, exec_module, NULL)

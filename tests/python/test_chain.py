@@ -564,7 +564,9 @@ class TestIntrospectionAndErrors(ChainTestCase):
         self.add_hook(name).remove()
         h = native.add(name, 500, "pass")
         native.remove(h)
-        self.add_hook(name)
+        h = self.add_hook(name)
+        self.assertEqual([i.name for i in coextra.hooks() if i.name == name], [name])
+        self.assertFalse(h.removed)
 
     def test_bad_priorities(self):
         for prio in (coextra._coextra.PRIORITY_MIN - 1, coextra._coextra.PRIORITY_MAX + 1, -(2 ** 31)):
@@ -785,16 +787,68 @@ class TestExceptions(ChainTestCase):
         # the interpreter is usable afterwards, hooks still running
         self.assertEqual(fib(15), 610)
         self.assertEqual(enters.count(fib.__code__), 1973)
-        # a Python callback that itself hits the limit goes to unraisablehook
+        # a Python callback that itself hits the limit is counted, not reported
         calls = []
-        self.add_hook(on_enter=lambda code: calls.append(code), priority=100)
+        h = self.add_hook(on_enter=lambda code: calls.append(code), priority=100)
         with UnraisableCatcher() as u:
             with self.assertRaises(RecursionError):
                 down(0)
-        self.assertTrue(all(t is RecursionError for t, m, o in u.seen), u.seen[:3])
+        self.assertEqual(u.seen, [])
+        self.assertGreater(h.recursion_errors, 0)
         self.assertEqual(fib(10), 55)
         e, x = list(enters), list(exits)
         self.assertBalanced(e, x)
+
+
+def recursion_depth_reached():
+    """(depth, traceback length) at which a plain recursion raises RecursionError."""
+    reached = [0]
+
+    def down(n):
+        reached[0] = n
+        return down(n + 1) + 1
+
+    try:
+        down(0)
+    except RecursionError as e:
+        return reached[0], len(traceback.extract_tb(e.__traceback__))
+    raise AssertionError("no RecursionError")
+
+
+class TestRecursionLimitUnderPythonHook(ChainTestCase):
+    """A Python callback runs one level deeper than its frame: at the recursion limit it fails
+    first.  That failure is counted, never reported, and the frame raises where it would
+    without the failing callback (3.13's test_traceback test_recursive_traceback compares the
+    tracebacks).  The reference is the same hook with a C callable (`id`), which adds no Python
+    frame: on 3.12+ any eval-frame function makes each Python call take C recursion, so the
+    depth is not plain CPython's."""
+
+    def _check(self, which):
+        with coextra.add_hook(uname("reference"), **{which: id}):
+            reference = recursion_depth_reached()
+        h = self.add_hook(**{which: lambda code: None})
+        with UnraisableCatcher() as u:
+            hooked = recursion_depth_reached()
+        self.assertEqual(u.seen, [])
+        self.assertGreater(h.recursion_errors, 0)
+        self.assertEqual(hooked, reference)
+
+    def test_on_enter(self):
+        self._check("on_enter")
+
+    def test_on_exit(self):
+        self._check("on_exit")
+
+    def test_other_errors_still_reported(self):
+        def bad(code):
+            if code is fib.__code__:
+                raise ValueError("not a recursion error")
+
+        h = self.add_hook(on_enter=bad)
+        with UnraisableCatcher() as u:
+            fib(2)
+        self.assertEqual([t for t, m, o in u.seen], [ValueError] * 3)
+        self.assertEqual(h.recursion_errors, 0)
 
 
 class TestIdle(ChainTestCase):

@@ -10,41 +10,21 @@ import weakref
 
 import coextra
 
+from coextra_testutil import UnraisableCatcher, kill, make_code, unique_name
+
 _counter = itertools.count()
+
 
 
 def uname(tag="slot"):
     """A slot name no other test uses."""
-    return "test_slots.%s.%d" % (tag, next(_counter))
-
-
-def make_code(tag="c"):
-    """A fresh code object referenced only by the caller (compile() of unique source).
-
-    Returns the code of a function nested in the module code: dropping the
-    returned reference (and the module code, which is not kept) kills it.
-    """
-    n = next(_counter)
-    src = "def f_%s_%d(x):\n    return x + %d\n" % (tag, n, n)
-    mod = compile(src, "<test_slots %s %d>" % (tag, n), "exec")
-    code = [c for c in mod.co_consts if isinstance(c, types.CodeType)][0]
-    del mod
-    return code
+    return unique_name("test_slots", tag)
 
 
 def make_function():
     """(function, code) where the function is built with types.FunctionType from a fresh code object."""
     code = make_code("fn")
     return types.FunctionType(code, {"__builtins__": __builtins__}), code
-
-
-def kill(wr):
-    """Collect until the weakly referenced code object is gone; fail if something still holds it."""
-    for _ in range(3):
-        if wr() is None:
-            return
-        gc.collect()
-    raise AssertionError("code object %r is still alive: %r" % (wr(), gc.get_referrers(wr())))
 
 
 class Value:
@@ -55,25 +35,6 @@ class Value:
 
     def __repr__(self):
         return "Value(%r)" % (self.tag,)
-
-
-class UnraisableCatcher:
-    """Replaces sys.unraisablehook for the duration of a with-block and records every call."""
-
-    def __init__(self):
-        self.records = []
-
-    def _hook(self, unraisable):
-        self.records.append((unraisable.exc_type, unraisable.exc_value, unraisable.object))
-
-    def __enter__(self):
-        self._old = sys.unraisablehook
-        sys.unraisablehook = self._hook
-        return self
-
-    def __exit__(self, *exc):
-        sys.unraisablehook = self._old
-        return False
 
 
 class SlotTestCase(unittest.TestCase):
