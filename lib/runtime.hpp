@@ -312,7 +312,7 @@ inline Block *get_block(const Runtime *rt, PyObject *code) noexcept {
     const auto *ce = static_cast<const coextra_code_extra_ *>(reinterpret_cast<PyCodeObject *>(code)->co_extra);
     if (ce == nullptr || idx >= static_cast<std::size_t>(ce->ce_size))
         return nullptr;
-    return static_cast<Block *>(ce->ce_extras[idx]);
+    return static_cast<Block *>(coextra_code_extra_at_(ce, idx));
 }
 
 // The value `code` holds in `slot`, or nullptr: what the inline

@@ -202,6 +202,13 @@ typedef struct coextra_code_extra_ {
     void *ce_extras[1];
 } coextra_code_extra_;
 
+/* ce_extras[i] of a co_extra array of ce_size entries (i < ce_size), read
+ * through a pointer derived from the whole allocation rather than by indexing
+ * past the declared [1] (CPython allocates the entries after the struct). */
+static inline void *coextra_code_extra_at_(const coextra_code_extra_ *ce, size_t i) {
+    return ((void *const *)((const char *)ce + offsetof(coextra_code_extra_, ce_extras)))[i];
+}
+
 /* ---- the versioned API table (append only) ------------------------------ */
 
 typedef struct coextra_api {
@@ -383,7 +390,7 @@ static inline void *coextra_slot_get(PyObject *code, coextra_slot slot) {
         const coextra_block *blk;
         if (ce == NULL || idx >= (size_t)ce->ce_size)
             return NULL;
-        blk = (const coextra_block *)ce->ce_extras[idx];
+        blk = (const coextra_block *)coextra_code_extra_at_(ce, idx);
         if (blk == NULL || i >= blk->capacity || blk->entries[i].generation != gen)
             return NULL;
         return blk->entries[i].value;
