@@ -167,6 +167,15 @@ HookRec *checked_hook(Runtime *rt, coextra_hook *hook) {
     return it->second;
 }
 
+// The live hook `hook` names in the calling interpreter (and its runtime in
+// *rt_out), or nullptr with an error set.
+HookRec *current_hook(coextra_hook *hook, Runtime **rt_out = nullptr) {
+    Runtime *rt = current_runtime();
+    if (rt_out != nullptr)
+        *rt_out = rt;
+    return rt == nullptr ? nullptr : checked_hook(rt, hook);
+}
+
 // An observer in the chain (no `only`, before 3.12, or no sys.monitoring tool
 // id free): its on_enter and on_exit around the rest of the chain, like a
 // Python-level hook.  The code object is kept across the evaluation (3.12+:
@@ -375,19 +384,14 @@ int observer_add_ex(const coextra_observer_def *def, coextra_eval_fn chain_eval,
 int observer_add(const coextra_observer_def *def, coextra_hook **out) { return observer_add_ex(def, nullptr, 0, out); }
 
 int hook_is_monitored(coextra_hook *hook) {
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
-        return -1;
-    HookRec *h = checked_hook(rt, hook);
+    HookRec *h = current_hook(hook);
     return h == nullptr ? -1 : (h->monitored ? 1 : 0);
 }
 
 int hook_remove(coextra_hook *hook) {
     RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
-        return -1;
-    HookRec *h = checked_hook(rt, hook);
+    Runtime *rt = nullptr;
+    HookRec *h = current_hook(hook, &rt);
     if (h == nullptr)
         return -1;
     h->removed = true;
@@ -405,10 +409,8 @@ int hook_remove(coextra_hook *hook) {
 
 int hook_set_active(coextra_hook *hook, int active) {
     RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
-        return -1;
-    HookRec *h = checked_hook(rt, hook);
+    Runtime *rt = nullptr;
+    HookRec *h = current_hook(hook, &rt);
     if (h == nullptr)
         return -1;
     const bool was = h->active;
@@ -427,10 +429,7 @@ int hook_set_active(coextra_hook *hook, int active) {
 }
 
 int hook_get_active(coextra_hook *hook) {
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
-        return -1;
-    HookRec *h = checked_hook(rt, hook);
+    HookRec *h = current_hook(hook);
     return h == nullptr ? -1 : (h->active ? 1 : 0);
 }
 
@@ -453,12 +452,10 @@ PyObject *hooks_info() {
         PyObject *t = Py_BuildValue("(s#iOO)", h->name.data(), (Py_ssize_t)h->name.size(), h->priority,
                                     h->active ? Py_True : Py_False,
                                     (h->flags & COEXTRA_FLAG_PYTHON) ? Py_False : Py_True);
-        if (t == nullptr || PyList_Append(list, t) < 0) {
-            Py_XDECREF(t);
+        if (append_stolen(list, t) < 0) {
             Py_DECREF(list);
             return nullptr;
         }
-        Py_DECREF(t);
     }
     return list;
 }

@@ -342,6 +342,14 @@ inline bool entry_holds(const Block *b, coextra_slot slot) noexcept {
            b->pub.entries[i].value != nullptr;
 }
 
+// Append t to list and drop the caller's reference (t may be nullptr, from a
+// failed build): -1 with an error set if either failed.
+inline int append_stolen(PyObject *list, PyObject *t) {
+    const int r = t == nullptr ? -1 : PyList_Append(list, t);
+    Py_XDECREF(t);
+    return r;
+}
+
 // ---- runtime.cpp ----------------------------------------------------------
 // interpreter -> runtime, read by dispatch() (the subinterpreters' eval-frame
 // function: the main interpreter's finds its runtime without a lookup, see

@@ -236,6 +236,17 @@ void runtime_close_slots(Runtime *rt) noexcept {
 
 namespace {
 
+// What an operation on `code`'s value in `slot` needs: the calling
+// interpreter's runtime and the slot's record, `code` a code object; -1
+// with an error set.
+int code_and_slot(PyObject *code, coextra_slot slot, Runtime **rt, SlotRec **rec) {
+    if ((*rt = current_runtime()) == nullptr || (*rec = checked_slot(*rt, slot)) == nullptr)
+        return -1;
+    if (code == nullptr || !PyCode_Check(code))
+        return type_error_code(code);
+    return 0;
+}
+
 // slot_release's part under the lock: every value of `slot` out of its
 // blocks into `values`, the slot retired; its free function and ctx out.
 int detach_slot(coextra_slot slot, Vector<void *> &values, coextra_free_fn *fn_out, void **ctx_out) {
@@ -292,14 +303,10 @@ int detach_slot(coextra_slot slot, Vector<void *> &values, coextra_free_fn *fn_o
 // slot_clear's part under the lock: the value out of its entry into *freed.
 int clear_entry(PyObject *code, coextra_slot slot, FreeCall *freed) {
     RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
+    Runtime *rt;
+    SlotRec *rec;
+    if (code_and_slot(code, slot, &rt, &rec) < 0)
         return -1;
-    SlotRec *rec = checked_slot(rt, slot);
-    if (rec == nullptr)
-        return -1;
-    if (code == nullptr || !PyCode_Check(code))
-        return type_error_code(code);
     Block *b = get_block(rt, code);
     const uint32_t i = slot.index - 1;
     if (b == nullptr || i >= b->pub.capacity || b->pub.entries[i].generation != slot.generation)
@@ -319,14 +326,10 @@ int clear_entry(PyObject *code, coextra_slot slot, FreeCall *freed) {
 // slot_set's part under the lock: the store; the value it replaces into *replaced.
 int store_entry(PyObject *code, coextra_slot slot, void *value, FreeCall *replaced) {
     RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
+    Runtime *rt;
+    SlotRec *rec;
+    if (code_and_slot(code, slot, &rt, &rec) < 0)
         return -1;
-    SlotRec *rec = checked_slot(rt, slot);
-    if (rec == nullptr)
-        return -1;
-    if (code == nullptr || !PyCode_Check(code))
-        return type_error_code(code);
     Block *b = ensure_block(rt, code, slot.index);
     if (b == nullptr)
         return -1;
@@ -484,12 +487,10 @@ PyObject *slots_info() {
             continue;
         PyObject *t = Py_BuildValue("(s#nnO)", r.name.data(), (Py_ssize_t)r.name.size(), (Py_ssize_t)(i + 1),
                                     (Py_ssize_t)r.live, (r.flags & COEXTRA_FLAG_PYTHON) ? Py_False : Py_True);
-        if (t == nullptr || PyList_Append(list, t) < 0) {
-            Py_XDECREF(t);
+        if (append_stolen(list, t) < 0) {
             Py_DECREF(list);
             return nullptr;
         }
-        Py_DECREF(t);
     }
     return list;
 }
