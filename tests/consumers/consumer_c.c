@@ -157,7 +157,7 @@ static PyObject *live(PyObject *m, PyObject *args) {
         return NULL;
     s.index = index;
     s.generation = generation;
-    n = coextra_api_ptr_->slot_live(s);
+    n = coextra_slot_live(s);
     if (n < 0)
         return NULL;
     return PyLong_FromSsize_t(n);

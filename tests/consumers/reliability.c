@@ -205,16 +205,14 @@ static PyObject *release(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* live(k) -> code objects holding a value (table entry slot_live) */
+/* live(k) -> code objects holding a value (coextra_slot_live) */
 static PyObject *live(PyObject *m, PyObject *args) {
     long k;
     Py_ssize_t n;
     (void)m;
     if (!PyArg_ParseTuple(args, "l", &k) || check_k(k, N_SLOTS, "slot") < 0)
         return NULL;
-    if (coextra_api_ptr_ == NULL)
-        return coextra_not_imported_(), NULL;
-    n = coextra_api_ptr_->slot_live(g_slots[k]);
+    n = coextra_slot_live(g_slots[k]);
     if (n < 0)
         return NULL;
     return PyLong_FromSsize_t(n);
