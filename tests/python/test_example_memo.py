@@ -1,6 +1,8 @@
 """test_example_memo.py: the coextra_memo example — cached calls finished by coextra_frame_return, no leaks, exceptions/unhashables/generators handled."""
 import gc
+import os
 import sys
+import textwrap
 import threading
 import tracemalloc
 import unittest
@@ -372,6 +374,41 @@ class MemoLeaks(ChainTestCase):
         # idle check after the test asserts.
         self.assertTrue([h for h in coextra.hooks() if h.name == "coextra_memo" and h.active])
         unmemoize(memoize(lambda x: x))
+
+
+class ExamplesRefuseASecondInterpreter(ChainTestCase):
+    """The three examples keep process-wide state: the first interpreter that
+    loads one owns it, and importing it in another raises ImportError (3.12+
+    through Py_mod_multiple_interpreters; before, in the exec slot)."""
+
+    def test_import_in_a_subinterpreter(self):
+        try:
+            import _testcapi
+        except ImportError:
+            self.skipTest("no _testcapi in this build")
+        import coextra_debugger._debugger  # noqa: F401  (loaded here first: this interpreter owns them)
+        import coextra_profiler._profiler  # noqa: F401
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        src = textwrap.dedent("""\
+            import os
+            out = []
+            for name in ("coextra_memo._memo", "coextra_debugger._debugger", "coextra_profiler._profiler"):
+                try:
+                    __import__(name)
+                    out.append(name + ":imported")
+                except ImportError as e:
+                    out.append(name + ":ImportError:" + str(e))
+            os.write(%d, "\\n".join(out).encode())
+            """ % w)
+        try:
+            self.assertEqual(_testcapi.run_in_subinterp(src), 0)
+        finally:
+            os.close(w)
+        got = os.read(r, 65536).decode().splitlines()
+        self.assertEqual([g.split(":")[:2] for g in got],
+                         [[n, "ImportError"] for n in ("coextra_memo._memo", "coextra_debugger._debugger",
+                                                       "coextra_profiler._profiler")], got)
 
 
 class MemoWithOtherHooks(ChainTestCase):
