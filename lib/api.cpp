@@ -40,6 +40,10 @@ const coextra_api g_api = {
     observer_add,
     observer_add_ex,
     hook_is_monitored,
+    frame_arguments,
+    frame_is_call_of,
+    hide_from_tracing,
+    unhide_from_tracing,
 };
 
 } // namespace

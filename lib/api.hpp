@@ -55,6 +55,11 @@ PyFrameObject *frame_object(coextra_frame *frame);
 PyObject *frame_return(coextra_frame *frame, PyObject *result);
 PyObject *hooks_info();
 PyObject *status_info();
+// frame.cpp
+PyObject *frame_arguments(coextra_frame *frame);
+int frame_is_call_of(coextra_frame *frame, PyObject *function);
+int hide_from_tracing(PyThreadState *tstate);
+int unhide_from_tracing(PyThreadState *tstate);
 } // namespace api
 
 } // namespace coextra

@@ -1022,3 +1022,165 @@ coextra_fc_c_stack_exhausted(void)
     return (uintptr_t)&here < (uintptr_t)fc_stack_floor;
 }
 #endif
+
+/* ========================================================================
+ * The arguments of a frame that has not started (coextra_frame_arguments).
+ * ======================================================================== */
+
+/* co_varnames starts with the parameters on every version: positional
+ * (positional-only included), keyword-only, then *args and **kwargs. */
+static int
+fc_nparams(PyCodeObject *co)
+{
+    return co->co_argcount + co->co_kwonlyargcount + ((co->co_flags & CO_VARARGS) != 0) +
+           ((co->co_flags & CO_VARKEYWORDS) != 0);
+}
+
+#if PY_VERSION_HEX >= 0x030B0000
+/* Whether MAKE_CELL i already ran in this frame (it runs before RESUME, in
+ * the prefix: see fc_run_prefix, which runs it itself on 3.13+ when a frame
+ * object is made).  Before it runs, the slot of an argument that is also a
+ * cell variable holds the argument itself, which may be a cell object passed
+ * by the caller: only the instructions before the frame's next one tell.
+ * The same test as CPython's _PyFrame_OpAlreadyRan (3.11/3.12), which is
+ * not exported. */
+static int
+fc_cell_made(_PyInterpreterFrame *frame, int local)
+{
+    _Py_CODEUNIT *code = fc_bytecode(frame);
+    int end = fc_next_index(frame);
+    int ext = 0;
+    for (int i = 0; i < end; i++) {
+#if PY_VERSION_HEX >= 0x030C0000
+        int opcode = code[i].op.code;
+        int oparg = code[i].op.arg | ext;
+#else
+        int opcode = _Py_OPCODE(code[i]);
+        int oparg = _Py_OPARG(code[i]) | ext;
+#endif
+        if (opcode == EXTENDED_ARG
+#if PY_VERSION_HEX < 0x030C0000
+            || opcode == EXTENDED_ARG_QUICK
+#endif
+           ) {
+            ext = oparg << 8;
+            continue;
+        }
+        if (opcode == MAKE_CELL && oparg == local) {
+            return 1;
+        }
+        ext = 0;
+    }
+    return 0;
+}
+#endif
+
+/* The value of parameter i (borrowed), NULL if unbound (never, for a frame
+ * an eval-frame function was handed: _PyEval_Vector / _PyEval_MakeFrameVector
+ * bind every parameter, defaults included, before evaluating). */
+static PyObject *
+fc_argument(fc_frame *f, PyCodeObject *co, int i)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *v = fc_local(f, i);
+    (void)co;
+    if (v != NULL && fc_cell_made(f, i)) {
+        v = PyCell_GET(v);
+    }
+    return v;
+#else
+    /* 3.9/3.10: _PyEval_MakeFrameVector moves an argument that is also a cell
+     * variable into its cell (co_cell2arg[j] == i, the cell in
+     * f_localsplus[co_nlocals + j]) and leaves its own slot NULL. */
+    PyObject *v = f->f_localsplus[i];
+    if (v == NULL && co->co_cell2arg != NULL) {
+        Py_ssize_t ncells = PyTuple_GET_SIZE(co->co_cellvars);
+        for (Py_ssize_t j = 0; j < ncells; j++) {
+            if (co->co_cell2arg[j] == i) {
+                PyObject *cell = f->f_localsplus[co->co_nlocals + j];
+                return (cell != NULL && PyCell_Check(cell)) ? PyCell_GET(cell) : NULL;
+            }
+        }
+    }
+    return v;
+#endif
+}
+
+PyObject *
+coextra_fc_arguments(coextra_raw_frame *raw)
+{
+    fc_frame *f = FC(raw);
+    PyCodeObject *co = (PyCodeObject *)FC_CODEOBJ(f);
+    int n = fc_nparams(co);
+#if PY_VERSION_HEX >= 0x030B0000
+    /* 3.11+: a generator-owned frame has run (its creating call ran the
+     * prefix and RETURN_GENERATOR); thread-owned frames reach a hook before
+     * their first instruction. */
+    int started = f->owner == FRAME_OWNED_BY_GENERATOR;
+#else
+    /* 3.9/3.10: a generator's first evaluation is its first run (f_lasti -1);
+     * every other frame reaches a hook before its first instruction. */
+    int started = f->f_lasti >= 0;
+#endif
+    if (started) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "coextra_frame_arguments: %U resumes a generator or coroutine that has already run; "
+                     "its parameters may have been rebound",
+                     co->co_name);
+        return NULL;
+    }
+    PyObject *args = PyTuple_New(n);
+    if (args == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *v = fc_argument(f, co, i);
+        if (v == NULL) {
+            Py_DECREF(args);
+            PyErr_Format(PyExc_RuntimeError, "coextra_frame_arguments: parameter %d of %U is not bound", i,
+                         co->co_name);
+            return NULL;
+        }
+        Py_INCREF(v);
+        PyTuple_SET_ITEM(args, i, v);
+    }
+    return args;
+}
+
+/* ========================================================================
+ * Which function a frame runs (coextra_frame_is_call_of).
+ * ======================================================================== */
+
+int
+coextra_fc_is_call_of(coextra_raw_frame *raw, PyFunctionObject *fn)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    /* 3.11+: the frame holds its function (f_func / f_funcobj). */
+    return coextra_fc_function(raw) == (PyObject *)fn;
+#else
+    /* 3.9/3.10: frames do not record their function.  A function is its
+     * code, globals and closure cells; _PyEval_MakeFrameVector has copied the
+     * cells into the free-variable slots (after the cell variables) before
+     * any eval-frame function runs. */
+    PyFrameObject *f = FC(raw);
+    PyCodeObject *co = f->f_code;
+    Py_ssize_t nfree, ncells, i;
+    if ((PyObject *)co != fn->func_code || f->f_globals != fn->func_globals) {
+        return 0;
+    }
+    nfree = PyTuple_GET_SIZE(co->co_freevars);
+    if (nfree == 0) {
+        return 1;
+    }
+    if (fn->func_closure == NULL || PyTuple_GET_SIZE(fn->func_closure) != nfree) {
+        return 0;
+    }
+    ncells = PyTuple_GET_SIZE(co->co_cellvars);
+    for (i = 0; i < nfree; i++) {
+        if (f->f_localsplus[co->co_nlocals + ncells + i] != PyTuple_GET_ITEM(fn->func_closure, i)) {
+            return 0;
+        }
+    }
+    return 1;
+#endif
+}

@@ -189,6 +189,19 @@ int coextra_fc_c_stack_exhausted(void);
 #  define COEXTRA_FC_C_STACK_CHECK 0
 #endif
 
+/* --- arguments ---------------------------------------------------------- */
+/* A new tuple of the values bound to the parameters of a frame that has not
+ * started (see coextra_frame_arguments in coextra.h): the first
+ * co_argcount + co_kwonlyargcount (+1 for *args, +1 for **kwargs) names of
+ * co_varnames, a parameter that is also a cell variable by its value.
+ * RuntimeError for a generator resumption that has already run. */
+PyObject *coextra_fc_arguments(coextra_raw_frame *frame);
+
+/* 1 if the frame runs this function object, else 0 (see
+ * coextra_frame_is_call_of in coextra.h; 3.9/3.10 compare code, globals and
+ * closure cells, since their frames do not record the function). */
+int coextra_fc_is_call_of(coextra_raw_frame *frame, PyFunctionObject *fn);
+
 /* --- tracing ------------------------------------------------------------ */
 /* Hide the calling thread from sys.settrace / sys.setprofile / sys.monitoring
  * while a tool's own Python callback runs, as CPython does for trace

@@ -1,6 +1,5 @@
 // PyHook.cpp: coextra.add_hook() and coextra.Hook: Python callbacks on frame entry and exit.
 #include "bindings.hpp"
-#include "frame_compat.h"
 
 #include <cstring>
 
@@ -70,9 +69,14 @@ void call_guarded(HookObject *h, PyObject *fn, PyObject *code) {
     tls_busy = &node;
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
-    coextra_fc_enter_tracing(tstate);
-    PyObject *r = PyObject_CallOneArg(fn, code);
-    coextra_fc_leave_tracing(tstate);
+    // Through the table, as any consumer: hiding the calling thread cannot
+    // fail, so a failure is only reported like the callback's own.
+    PyObject *r = nullptr;
+    if (h->api->hide_from_tracing(tstate) == 0) {
+        r = PyObject_CallOneArg(fn, code);
+        if (h->api->unhide_from_tracing(tstate) < 0)
+            Py_CLEAR(r);
+    }
     if (r == nullptr) {
         if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
             PyErr_Clear();

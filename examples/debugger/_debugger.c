@@ -36,7 +36,8 @@
  * another marked frame is on the stack).
  *
  * State is process-global: one debugger per process, on one thread (pdb also
- * traces only the thread that started it).  Subinterpreters are refused.
+ * traces only the thread that started it), owned by the first interpreter
+ * that loads the module; other interpreters are refused (see exec_module).
  */
 #include <coextra/coextra.h>
 
@@ -60,6 +61,7 @@ typedef struct {
 } dbg_state;
 
 static dbg_state S;
+static PyInterpreterState *g_interp; /* the interpreter that owns S */
 
 /* Slot values are the address of MARKED: nothing to free.  (CPython calls
  * co_extra free functions even for NULL entries; coextra does not pass those
@@ -67,38 +69,6 @@ static dbg_state S;
 static void free_mark(void *value, void *ctx) {
     (void)value;
     (void)ctx;
-}
-
-/* Hide the callbacks from the tracer (the debugger's own, while stepping, or
- * any other): trace events are not delivered while tstate->tracing > 0, as
- * during a trace function.  sys.settrace() still works inside; leaving
- * recomputes the "tracing possible" flag the evaluator checks, so a trace
- * function installed by the callback takes effect for the frame about to run.
- *   3.11+  PyThreadState_EnterTracing/LeaveTracing (public since 3.11)
- *   3.10   tracing++ and cframe->use_tracing, as ceval.c's call_trace does
- *   3.9    tracing++ and tstate->use_tracing, likewise */
-static void suspend_tracing(PyThreadState *ts) {
-#if PY_VERSION_HEX >= 0x030B0000
-    PyThreadState_EnterTracing(ts);
-#elif PY_VERSION_HEX >= 0x030A0000
-    ts->tracing++;
-    ts->cframe->use_tracing = 0;
-#else
-    ts->tracing++;
-    ts->use_tracing = 0;
-#endif
-}
-
-static void resume_tracing(PyThreadState *ts) {
-#if PY_VERSION_HEX >= 0x030B0000
-    PyThreadState_LeaveTracing(ts);
-#elif PY_VERSION_HEX >= 0x030A0000
-    ts->tracing--;
-    ts->cframe->use_tracing = ts->tracing == 0 && (ts->c_tracefunc != NULL || ts->c_profilefunc != NULL);
-#else
-    ts->tracing--;
-    ts->use_tracing = ts->tracing == 0 && (ts->c_tracefunc != NULL || ts->c_profilefunc != NULL);
-#endif
 }
 
 /* Run a callback with one argument without disturbing a pending exception
@@ -112,9 +82,17 @@ static void call_callback(PyThreadState *ts, PyObject *cb, PyObject *arg) {
     PyErr_Fetch(&et, &ev, &tb);
     S.busy = 1;
     Py_INCREF(cb); /* the callback may replace itself (install/uninstall) */
-    suspend_tracing(ts);
-    r = PyObject_CallOneArg(cb, arg);
-    resume_tracing(ts);
+    /* Hidden from the tracer (the debugger's own, while stepping, or any
+     * other) as a trace function is; a sys.settrace() inside takes effect
+     * when the thread is shown again, for the frame about to run.  Hiding
+     * the calling thread cannot fail once coextra is imported. */
+    if (coextra_hide_from_tracing(ts) < 0) {
+        r = NULL;
+    } else {
+        r = PyObject_CallOneArg(cb, arg);
+        if (coextra_unhide_from_tracing(ts) < 0)
+            Py_CLEAR(r);
+    }
     S.busy = 0;
     if (r == NULL)
         PyErr_WriteUnraisable(cb);
@@ -143,9 +121,11 @@ static void observe_enter(PyCodeObject *code, void *ctx) {
         return;
     ts = PyThreadState_Get();
     S.frames++;
-    /* c_traceobj is the object given to sys.settrace (public in
-     * PyThreadState 3.9-3.15): tracing is already ours while stepping, or
-     * when an outer marked frame switched it on. */
+    /* c_traceobj is the object given to sys.settrace: tracing is already
+     * ours while stepping, or when an outer marked frame switched it on.  A
+     * public field of PyThreadState (cpython/pystate.h, 3.9-3.15); the C API
+     * has no getter, and sys.gettrace() would be a call into Python on every
+     * marked frame. */
     if (ts->c_traceobj != S.tracer) {
         S.enters++;
         call_callback(ts, S.enter, S.monitored ? (PyObject *)PyEval_GetFrame() : Py_None);
@@ -317,21 +297,31 @@ static PyMethodDef methods[] = {
     {"stats", stats, METH_NOARGS, "stats() -> dict(installed, active, monitored, depth, frames, enters)"},
     {NULL, NULL, 0, NULL}};
 
+/* Multi-phase init, as every coextra example; the state is process-wide
+ * (S), so only the first interpreter that runs this may use it. */
 static int exec_module(PyObject *m) {
+    PyInterpreterState *interp = PyInterpreterState_Get();
     (void)m;
-    return coextra_import();
+    if (g_interp != NULL && g_interp != interp) {
+        PyErr_SetString(PyExc_ImportError,
+                        "coextra_debugger: already loaded by another interpreter (its state is process-wide)");
+        return -1;
+    }
+    if (coextra_import() < 0)
+        return -1;
+    g_interp = interp;
+    return 0;
 }
 
-static PyModuleDef_Slot mslots[] = {
+static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, (void *)exec_module},
 #if PY_VERSION_HEX >= 0x030C0000
-    /* process-global state: one interpreter only */
-    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED}, /* process-wide state */
 #endif
     {0, NULL}};
 
-static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "coextra_debugger._debugger",
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "coextra_debugger._debugger",
                                     "Native half of coextra_debugger (slot + eval-frame hook).", 0, methods,
-                                    mslots, NULL, NULL, NULL};
+                                    module_slots, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__debugger(void) { return PyModuleDef_Init(&moddef); }
+PyMODINIT_FUNC PyInit__debugger(void) { return PyModuleDef_Init(&module_def); }

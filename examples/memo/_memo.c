@@ -5,8 +5,8 @@
  * memoize(fn) stores a memo_entry in this module's coextra slot for
  * fn.__code__.  One native hook at COEXTRA_PRIORITY_OPTIMIZER with
  * `only` = that slot sees only frames of memoized code (the dispatcher skips
- * it for every other frame).  For each call it reads the positional arguments
- * from the frame before it runs, and:
+ * it for every other frame).  For each call it reads the arguments from the
+ * frame before it runs (coextra_frame_arguments), and:
  *   hit   finishes the frame with coextra_frame_return(cached) — the body
  *         never runs (the frame is disposed of as each CPython version
  *         requires: caller-owned on 3.9–3.11, callee-owned on 3.12+);
@@ -17,10 +17,6 @@
  */
 #include <coextra/coextra.h>
 
-#if PY_VERSION_HEX < 0x030B0000
-#include <frameobject.h> /* 3.9/3.10: struct _frame (f_localsplus, f_globals) is public */
-#endif
-
 /* Code flags of functions whose frames must never be skipped or cached. */
 #define MEMO_GEN_FLAGS (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR | CO_ITERABLE_COROUTINE)
 
@@ -28,16 +24,15 @@
 typedef struct memo_entry {
     PyObject *cache;    /* dict: tuple of positional arguments -> result */
     PyObject *fn_ref;   /* weakref to the memoized function (a code object may be shared) */
-    PyObject *argnames; /* tuple: the first co_argcount names of co_varnames */
     Py_ssize_t hits;
     Py_ssize_t misses;
     uint64_t id;   /* process-unique: tells a re-memoized code from the entry a miss started with */
-    int nargs;     /* co_argcount */
     int fallback;  /* keyword-only, *args or **kwargs parameters: always run the frame */
 } memo_entry;
 
-/* Process-wide state.  The module is single-phase: it refuses to load twice,
- * and these handles belong to the interpreter that imported it first. */
+/* Process-wide state, owned by the interpreter that loaded the module first
+ * (g_interp; the module refuses to load in another, see exec_module). */
+static PyInterpreterState *g_interp;
 static coextra_slot g_slot;
 static coextra_hook *g_hook;
 static uint64_t g_next_id;
@@ -53,96 +48,7 @@ static void entry_free(void *value, void *ctx) {
         return;
     Py_XDECREF(e->cache);
     Py_XDECREF(e->fn_ref);
-    Py_XDECREF(e->argnames);
     PyMem_Free(e);
-}
-
-/* ---- reading the arguments of a frame that has not started ---------------
- *
- * The hook runs before the frame's first instruction.  On 3.11+ that frame is
- * "incomplete": COPY_FREE_VARS and MAKE_CELL have not run.  The public
- * accessors used below are written for exactly that case:
- *   3.12+  PyFrame_GetVar() calls frame_init_get_vars(), which copies the
- *          free variables in if COPY_FREE_VARS has not run, and
- *          frame_get_var() only unwraps a cell once MAKE_CELL has run
- *          (before that the slot holds the raw argument);
- *   3.11   PyFrame_GetLocals() -> _PyFrame_FastToLocalsWithError() does the
- *          same (it checks for lasti < 0 and COPY_FREE_VARS, and
- *          _PyFrame_OpAlreadyRan(MAKE_CELL) before unwrapping a cell);
- *   3.9/10 the frame is a complete PyFrameObject: arguments are in
- *          f_localsplus[0..co_argcount); an argument that is also a cell
- *          variable was moved into its cell (f_localsplus[co_nlocals + j]
- *          with co_cell2arg[j] == i) and its own slot is NULL.
- * Parameters come first in co_varnames / co_localsplusnames on every version,
- * and defaults are already bound, so the tuple of the first co_argcount
- * values is the call's positional signature.
- * Returns a new tuple, or NULL with an exception set. */
-static PyObject *frame_args(coextra_frame *frame, const memo_entry *e) {
-    PyFrameObject *fo = coextra_frame_object(frame);
-    PyObject *key;
-    int i;
-    if (fo == NULL)
-        return NULL;
-    key = PyTuple_New(e->nargs);
-    if (key == NULL)
-        return NULL;
-#if PY_VERSION_HEX >= 0x030C0000
-    for (i = 0; i < e->nargs; i++) {
-        PyObject *v = PyFrame_GetVar(fo, PyTuple_GET_ITEM(e->argnames, i));
-        if (v == NULL) {
-            Py_DECREF(key);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(key, i, v);
-    }
-#elif PY_VERSION_HEX >= 0x030B0000
-    {
-        PyObject *locals = PyFrame_GetLocals(fo); /* a dict on 3.11 */
-        if (locals == NULL) {
-            Py_DECREF(key);
-            return NULL;
-        }
-        for (i = 0; i < e->nargs; i++) {
-            PyObject *v = PyDict_GetItemWithError(locals, PyTuple_GET_ITEM(e->argnames, i));
-            if (v == NULL) {
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_RuntimeError, "coextra_memo: argument not bound");
-                Py_DECREF(locals);
-                Py_DECREF(key);
-                return NULL;
-            }
-            Py_INCREF(v);
-            PyTuple_SET_ITEM(key, i, v);
-        }
-        Py_DECREF(locals);
-    }
-#else
-    {
-        PyCodeObject *co = coextra_frame_code(frame);
-        Py_ssize_t ncells = co->co_cellvars ? PyTuple_GET_SIZE(co->co_cellvars) : 0;
-        for (i = 0; i < e->nargs; i++) {
-            PyObject *v = fo->f_localsplus[i];
-            if (v == NULL && co->co_cell2arg != NULL) {
-                Py_ssize_t j;
-                for (j = 0; j < ncells; j++) {
-                    if (co->co_cell2arg[j] == i) {
-                        PyObject *cell = fo->f_localsplus[co->co_nlocals + j];
-                        v = (cell && PyCell_Check(cell)) ? PyCell_GET(cell) : NULL;
-                        break;
-                    }
-                }
-            }
-            if (v == NULL) {
-                Py_DECREF(key);
-                PyErr_SetString(PyExc_RuntimeError, "coextra_memo: argument not bound");
-                return NULL;
-            }
-            Py_INCREF(v);
-            PyTuple_SET_ITEM(key, i, v);
-        }
-    }
-#endif
-    return key;
 }
 
 /* A borrowed reference to the memoized function, or NULL if it died. */
@@ -167,41 +73,18 @@ static PyObject *entry_function(const memo_entry *e) {
 
 /* Is this frame a call of the memoized function itself?  Several function
  * objects can share one code object (closures made in a loop, FunctionType
- * copies with other globals); only the decorated one is cached.  3.11+ frames
- * name their function; 3.9/3.10 frames do not, but hold the function's
- * globals and (already copied in) its closure cells. */
+ * copies with other globals); only the decorated one is cached. */
 static int is_memoized_function(coextra_frame *frame, const memo_entry *e) {
     PyObject *fn = entry_function(e);
+    int r;
     if (fn == NULL)
         return 0;
-#if PY_VERSION_HEX >= 0x030B0000
-    return coextra_frame_function(frame) == fn;
-#else
-    {
-        PyFunctionObject *f = (PyFunctionObject *)fn;
-        PyFrameObject *fo;
-        PyCodeObject *co;
-        Py_ssize_t i, nfree, ncells;
-        if (coextra_frame_globals(frame) != f->func_globals)
-            return 0;
-        co = coextra_frame_code(frame);
-        nfree = PyTuple_GET_SIZE(co->co_freevars);
-        if (nfree == 0)
-            return 1;
-        if (f->func_closure == NULL || PyTuple_GET_SIZE(f->func_closure) != nfree)
-            return 0;
-        fo = coextra_frame_object(frame); /* the frame itself on 3.9/3.10: cannot fail */
-        if (fo == NULL) {
-            PyErr_Clear();
-            return 0;
-        }
-        ncells = PyTuple_GET_SIZE(co->co_cellvars);
-        for (i = 0; i < nfree; i++)
-            if (fo->f_localsplus[co->co_nlocals + ncells + i] != PyTuple_GET_ITEM(f->func_closure, i))
-                return 0;
-        return 1;
+    r = coextra_frame_is_call_of(frame, fn);
+    if (r < 0) {
+        PyErr_Clear(); /* cannot tell: run the frame */
+        return 0;
     }
-#endif
+    return r;
 }
 
 static PyObject *memo_eval(coextra_frame *frame, int throwflag, void *ctx) {
@@ -226,7 +109,10 @@ static PyObject *memo_eval(coextra_frame *frame, int throwflag, void *ctx) {
         return coextra_eval_next(frame, throwflag);
     }
 
-    key = frame_args(frame, e);
+    /* Defaults are bound, and a parameter captured by an inner function is
+     * read by value: the tuple is the call's positional signature (the
+     * functions that get here have only positional parameters). */
+    key = coextra_frame_arguments(frame);
     if (key == NULL) {
         PyErr_Clear(); /* cannot read the arguments: just run the frame */
         e->misses++;
@@ -270,7 +156,7 @@ static PyObject *memo_eval(coextra_frame *frame, int throwflag, void *ctx) {
  * overhead).  Code objects that die without unmemoize() leave it active
  * until the next call below notices. */
 static int sync_hook(void) {
-    Py_ssize_t live = coextra_api_ptr_->slot_live(g_slot);
+    Py_ssize_t live = coextra_slot_live(g_slot);
     if (live < 0)
         return -1;
     if (live > 0 && g_hook == NULL) {
@@ -297,7 +183,7 @@ static PyObject *code_of_function(PyObject *fn) {
 }
 
 static PyObject *memoize(PyObject *m, PyObject *fn) {
-    PyObject *code = code_of_function(fn), *names = NULL;
+    PyObject *code = code_of_function(fn);
     PyCodeObject *co;
     memo_entry *e, *old;
     (void)m;
@@ -324,20 +210,11 @@ static PyObject *memoize(PyObject *m, PyObject *fn) {
     e = (memo_entry *)PyMem_Calloc(1, sizeof(memo_entry));
     if (e == NULL)
         return PyErr_NoMemory();
-    e->nargs = co->co_argcount;
     e->fallback = co->co_kwonlyargcount > 0 || (co->co_flags & (CO_VARARGS | CO_VARKEYWORDS)) != 0;
     e->id = ++g_next_id;
     e->cache = PyDict_New();
     e->fn_ref = PyWeakref_NewRef(fn, NULL);
-    names = PyObject_GetAttrString(code, "co_varnames");
-    if (names != NULL) {
-        e->argnames = PyTuple_GetSlice(names, 0, e->nargs);
-        Py_DECREF(names);
-    }
-    if (e->cache == NULL || e->fn_ref == NULL || e->argnames == NULL ||
-        PyTuple_GET_SIZE(e->argnames) != e->nargs) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "coextra_memo: unexpected co_varnames");
+    if (e->cache == NULL || e->fn_ref == NULL) {
         entry_free(e, NULL);
         return NULL;
     }
@@ -426,22 +303,40 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "coextra_memo._memo",
-    "Engine of coextra_memo: a memoizing eval-frame hook (coextra PRIORITY_OPTIMIZER).", -1, methods,
-    NULL, NULL, NULL, NULL,
+/* Multi-phase init, as every coextra example.  The slot and hook are
+ * process-wide statics, owned by the first interpreter that runs this: they
+ * are never released (code objects keep their entries until they die, the
+ * free function needs no module state, and the hook's ctx is NULL), so
+ * nothing dangles after a module object is gone, and executing the module
+ * again (a re-import) reuses them. */
+static int exec_module(PyObject *m) {
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    (void)m;
+    if (g_interp != NULL && g_interp != interp) {
+        PyErr_SetString(PyExc_ImportError,
+                        "coextra_memo: already loaded by another interpreter (its state is process-wide)");
+        return -1;
+    }
+    if (coextra_import() < 0)
+        return -1;
+    if (g_slot.generation == 0 && coextra_slot_reserve("coextra_memo", entry_free, NULL, &g_slot) < 0)
+        return -1;
+    g_interp = interp;
+    return 0;
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, (void *)exec_module},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED}, /* process-wide state */
+#endif
+    {0, NULL},
 };
 
-/* Single-phase init: the slot and hook are process-wide statics.  They are
- * never released: code objects keep their entries until they die (the free
- * function needs no module state), and the hook's ctx is NULL, so nothing
- * dangles after the module object is gone. */
-PyMODINIT_FUNC PyInit__memo(void) {
-    PyObject *m;
-    if (coextra_import() < 0)
-        return NULL;
-    if (g_slot.generation == 0 && coextra_slot_reserve("coextra_memo", entry_free, NULL, &g_slot) < 0)
-        return NULL;
-    m = PyModule_Create(&module_def);
-    return m;
-}
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "coextra_memo._memo",
+    "Engine of coextra_memo: a memoizing eval-frame hook (coextra PRIORITY_OPTIMIZER).", 0, methods,
+    module_slots, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__memo(void) { return PyModuleDef_Init(&module_def); }

@@ -510,28 +510,48 @@ PyMethodDef module_methods[] = {
     {nullptr, nullptr, 0, nullptr},
 };
 
-PyModuleDef module_def = {PyModuleDef_HEAD_INIT, nullptr, nullptr, 0, nullptr, nullptr, nullptr, nullptr, nullptr};
+// Multi-phase init, as every coextra example.  The only process-wide state
+// is the enabled profiler and a thread-local context pointer (coextra
+// handles, slots and hooks, live in each Profile object); it belongs to the
+// first interpreter that runs this, and others are refused.
+PyInterpreterState *g_interp = nullptr;
 
-} // namespace
-
-// Single-phase init: the only process-wide state is the enabled profiler and
-// a thread-local context pointer; coextra handles (slots, hooks) live in each
-// Profile object.
-PyMODINIT_FUNC PyInit__profiler(void) {
+int exec_module(PyObject *m) {
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    if (g_interp != nullptr && g_interp != interp) {
+        PyErr_SetString(PyExc_ImportError,
+                        "coextra_profiler: already loaded by another interpreter (its state is process-wide)");
+        return -1;
+    }
     if (coextra_import() < 0)
-        return nullptr;
-    module_def.m_name = "coextra_profiler._profiler";
-    module_def.m_doc = "Engine of coextra_profiler (statistics in a coextra slot, timing in a coextra hook).";
-    module_def.m_size = -1;
-    module_def.m_methods = module_methods;
-    PyObject *m = PyModule_Create(&module_def);
-    if (m == nullptr)
-        return nullptr;
+        return -1;
     PyObject *type = PyType_FromSpec(&Profiler_spec);
     if (type == nullptr || PyModule_AddObject(m, "Profiler", type) < 0) {
         Py_XDECREF(type);
-        Py_DECREF(m);
-        return nullptr;
+        return -1;
     }
-    return m;
+    g_interp = interp;
+    return 0;
 }
+
+PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, reinterpret_cast<void *>(exec_module)},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED}, // process-wide state
+#endif
+    {0, nullptr},
+};
+
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT,
+                          "coextra_profiler._profiler",
+                          "Engine of coextra_profiler (statistics in a coextra slot, timing in a coextra hook).",
+                          0,
+                          module_methods,
+                          module_slots,
+                          nullptr,
+                          nullptr,
+                          nullptr};
+
+} // namespace
+
+PyMODINIT_FUNC PyInit__profiler(void) { return PyModuleDef_Init(&module_def); }

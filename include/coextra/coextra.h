@@ -260,6 +260,13 @@ typedef struct coextra_api {
     /* 1 if the hook or observer runs on sys.monitoring events, 0 if in the
      * eval-frame chain; -1 + error if removed or foreign. */
     int (*hook_is_monitored)(coextra_hook *hook);
+
+    /* ABI 1.4: what a tool needs to read frames and call back into Python
+     * without CPython's internals (see the inline wrappers). */
+    PyObject *(*frame_arguments)(coextra_frame *frame);
+    int (*frame_is_call_of)(coextra_frame *frame, PyObject *function);
+    int (*hide_from_tracing)(PyThreadState *tstate);
+    int (*unhide_from_tracing)(PyThreadState *tstate);
 } coextra_api;
 
 /* ---- the hidden per-extension table pointer ----------------------------- */
@@ -357,6 +364,11 @@ static inline int coextra_slot_set(PyObject *code, coextra_slot slot, void *valu
 }
 static inline int coextra_slot_clear(PyObject *code, coextra_slot slot) {
     return coextra_api_ptr_ ? coextra_api_ptr_->slot_clear(code, slot) : coextra_not_imported_();
+}
+/* How many code objects hold a value in `slot`; -1 with an error if the
+ * handle is stale or foreign (coextra.ReleasedError). */
+static inline Py_ssize_t coextra_slot_live(coextra_slot slot) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->slot_live(slot) : coextra_not_imported_();
 }
 
 /* Whether the main interpreter is the process's only one (then it runs the
@@ -463,6 +475,44 @@ static inline int coextra_frame_is_resume(coextra_frame *frame) {
 }
 static inline PyFrameObject *coextra_frame_object(coextra_frame *frame) {
     return coextra_api_ptr_->frame_object(frame);
+}
+/* ABI 1.4: a new tuple of the values bound to the frame's parameters, read
+ * before the frame runs, in declaration order: the positional ones
+ * (positional-only included; co_argcount), the keyword-only ones
+ * (co_kwonlyargcount), then the *args tuple and the **kwargs dict if the
+ * function has them (the frame's own objects).  Defaults are already applied.
+ * A parameter that is also a cell variable (an inner function captures it)
+ * gives its value, not the cell.  Errors: SystemError for a NULL frame, one
+ * already finished, or one of another thread; RuntimeError for a generator
+ * or coroutine resumption that has already run (its parameters may have
+ * been rebound: read them on the creating call (3.11+) or the first run
+ * (3.9/3.10) instead). */
+static inline PyObject *coextra_frame_arguments(coextra_frame *frame) {
+    return coextra_api_ptr_->frame_arguments(frame);
+}
+/* ABI 1.4: 1 if the frame runs this function object, 0 if it runs another
+ * one (several functions can share a code object: closures made in a loop,
+ * copies with other globals).  3.11+ frames record their function; on
+ * 3.9/3.10 a function is told by its code, globals and closure cells, so
+ * copies that differ only in defaults, name or attributes count as the same.
+ * -1 with an error: SystemError as for coextra_frame_arguments, TypeError if
+ * `function` is not a Python function. */
+static inline int coextra_frame_is_call_of(coextra_frame *frame, PyObject *function) {
+    return coextra_api_ptr_->frame_is_call_of(frame, function);
+}
+/* ABI 1.4: hide the calling thread from sys.settrace, sys.setprofile and
+ * sys.monitoring while a tool's own code runs (as CPython hides a trace
+ * function's own frames), and show it again.  Calls nest; each hide needs
+ * its unhide, on the same thread, before the hook or callback returns.
+ * sys.settrace() called while hidden takes effect when the thread is shown
+ * again.  tstate must be the calling thread's (PyThreadState_Get()):
+ * ValueError otherwise; unhide raises RuntimeError when the thread is not
+ * hidden. */
+static inline int coextra_hide_from_tracing(PyThreadState *tstate) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->hide_from_tracing(tstate) : coextra_not_imported_();
+}
+static inline int coextra_unhide_from_tracing(PyThreadState *tstate) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->unhide_from_tracing(tstate) : coextra_not_imported_();
 }
 /* Finish the frame WITHOUT running it and return `result` (stolen; NULL with
  * an exception set propagates that exception).  On a generator/coroutine

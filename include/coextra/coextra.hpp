@@ -3,16 +3,37 @@
 
 #include "coextra.h"
 
+#include <exception>
 #include <memory>
 #include <new>
 #include <type_traits>
 #include <utility>
+#if defined(__GLIBCXX__)
+#include <cxxabi.h> // abi::__forced_unwind
+#endif
 
 namespace coextra {
 
 // Error convention: like the C API (and CPython), functions return 0 / a
 // pointer on success and -1 / nullptr with a Python exception set; nothing
 // here throws C++ exceptions across the interpreter.
+
+// Set the Python exception that stands for the C++ exception being handled
+// (call only inside a catch block), as pybind11 and nanobind translate at
+// their boundaries: std::bad_alloc -> MemoryError, another std::exception ->
+// RuntimeError(what()), anything else -> RuntimeError("unknown C++
+// exception").  A Python exception already set is replaced.
+inline void set_error_from_current_exception() noexcept {
+    try {
+        throw;
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+    } catch (const std::exception &e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+    } catch (...) {
+        PyErr_SetString(PyExc_RuntimeError, "unknown C++ exception");
+    }
+}
 
 inline int import() { return coextra_import(); }
 
@@ -92,6 +113,10 @@ public:
     PyObject *globals() const { return coextra_frame_globals(f_); }
     bool is_resume() const { return coextra_frame_is_resume(f_) != 0; }
     PyFrameObject *object() const { return coextra_frame_object(f_); }
+    // ABI 1.4: the parameters' values before the frame runs (a new tuple),
+    // and whether the frame runs this function object.
+    PyObject *arguments() const { return coextra_frame_arguments(f_); }
+    int is_call_of(PyObject *function) const { return coextra_frame_is_call_of(f_, function); }
     // Continue down the chain: new reference or nullptr with an exception.
     PyObject *next(int throwflag) const { return coextra_eval_next(f_, throwflag); }
     // Finish without running (stolen result): the JIT path.
@@ -166,9 +191,34 @@ private:
         PyObject *call(Frame &f, int throwflag) override { return fn(f, throwflag); }
         F fn;
     };
+    // A C++ exception must not unwind through CPython's C frames (the
+    // evaluator's state, the dispatcher's pinned chain): it stops here,
+    // becomes a Python exception, and the hook fails as the C contract says
+    // a hook fails, returning NULL with the exception set, the frame
+    // finished.  If the callable delegated before throwing, the frame is
+    // finished (its result, if any, was the callable's to release).  If not,
+    // coextra_frame_return(NULL) finishes it without running it; a generator
+    // resumption cannot be skipped, so the exception is thrown into it
+    // instead (as gen.throw() would), which runs its except/finally blocks.
+    // Not noexcept, and glibc's forced unwinding (pthread_exit, which ends a
+    // daemon thread at interpreter exit) passes through: catching it without
+    // rethrowing aborts.
     static PyObject *trampoline(coextra_frame *frame, int throwflag, void *ctx) {
         Frame f(frame);
-        return static_cast<Callable *>(ctx)->call(f, throwflag);
+        try {
+            return static_cast<Callable *>(ctx)->call(f, throwflag);
+#if defined(__GLIBCXX__)
+        } catch (abi::__forced_unwind &) {
+            throw;
+#endif
+        } catch (...) {
+            set_error_from_current_exception();
+        }
+        if (reinterpret_cast<coextra_frame_head *>(frame)->consumed)
+            return nullptr;
+        if (coextra_frame_is_resume(frame))
+            return coextra_eval_next(frame, 1);
+        return coextra_frame_return(frame, nullptr);
     }
 
     coextra_hook *h_ = nullptr;

@@ -148,7 +148,7 @@ static PyObject *live(PyObject *m, PyObject *args) {
     coextra_slot s;
     Py_ssize_t n;
     (void)m;
-    if (parse_slot(args, &s) < 0 || (n = coextra_api_ptr_->slot_live(s)) < 0)
+    if (parse_slot(args, &s) < 0 || (n = coextra_slot_live(s)) < 0)
         return NULL;
     return PyLong_FromSsize_t(n);
 }

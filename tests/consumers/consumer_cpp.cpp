@@ -3,7 +3,10 @@
 
 #include "test_module.h"
 
+#include <cstring>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 
 namespace {
@@ -58,6 +61,60 @@ PyObject *table_address(PyObject *, PyObject *) {
     return PyLong_FromVoidPtr(const_cast<coextra_api *>(coextra_api_ptr_));
 }
 
+// ---- a Hook whose callable throws: coextra.hpp translates at the trampoline ----
+coextra::Hook g_thrower;
+PyObject *g_target = nullptr; // strong: the code object whose frames the callable throws in
+std::string g_mode;           // see add_thrower
+
+[[noreturn]] void throw_for_mode() {
+    if (g_mode == "bad_alloc")
+        throw std::bad_alloc();
+    if (g_mode == "unknown")
+        throw 42;
+    throw std::runtime_error("thrown " + g_mode);
+}
+
+PyObject *thrower(coextra::Frame &f, int throwflag) {
+    if (reinterpret_cast<PyObject *>(f.code()) != g_target)
+        return f.next(throwflag);
+    if (g_mode == "after") {
+        PyObject *r = f.next(throwflag);
+        Py_XDECREF(r);
+        throw_for_mode();
+    }
+    if (g_mode == "resume" && !f.is_resume())
+        return f.next(throwflag);
+    throw_for_mode();
+}
+
+// add_thrower(code, mode): frames of code throw a C++ exception: mode
+// "before" (std::runtime_error before delegating), "after" (after), "resume"
+// (before delegating, on generator resumptions only), "bad_alloc", "unknown"
+// (an int).
+PyObject *add_thrower(PyObject *, PyObject *args) {
+    PyObject *code;
+    const char *mode;
+    if (!PyArg_ParseTuple(args, "O!s", &PyCode_Type, &code, &mode))
+        return nullptr;
+    if (g_thrower.added()) {
+        PyErr_SetString(PyExc_RuntimeError, "add_thrower: already added");
+        return nullptr;
+    }
+    g_mode = mode;
+    Py_INCREF(code);
+    Py_XSETREF(g_target, code);
+    if (g_thrower.add("coextra_test_consumer_cpp.thrower", COEXTRA_PRIORITY_DEFAULT, thrower) < 0)
+        return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject *remove_thrower(PyObject *, PyObject *) {
+    if (g_thrower.remove() < 0)
+        return nullptr;
+    Py_CLEAR(g_target);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef methods[] = {
     {"reserve", reserve, METH_VARARGS, "reserve(name) -> (index, generation)"},
     {"tag", tag, METH_VARARGS, "tag(code, text)"},
@@ -66,6 +123,8 @@ PyMethodDef methods[] = {
     {"release", release, METH_NOARGS, "release the slot"},
     {"handle", handle, METH_NOARGS, "handle() -> (index, generation)"},
     {"table_address", table_address, METH_NOARGS, "address of the coextra table in use"},
+    {"add_thrower", add_thrower, METH_VARARGS, "add_thrower(code, mode): a Hook whose callable throws"},
+    {"remove_thrower", remove_thrower, METH_NOARGS, "remove the throwing Hook"},
     {nullptr, nullptr, 0, nullptr}};
 
 int exec_module(PyObject *) { return coextra::import(); }
@@ -73,6 +132,8 @@ int exec_module(PyObject *) { return coextra::import(); }
 void free_module(void *) {
     // Release while the interpreter is still there (static destructors run too late).
     if (g_tags.ok() && g_tags.release() < 0)
+        PyErr_Clear();
+    if (g_thrower.added() && g_thrower.remove() < 0)
         PyErr_Clear();
 }
 

@@ -405,6 +405,165 @@ static PyObject *default_eval_func(PyObject *m, PyObject *noargs) {
     return PyLong_FromVoidPtr((void *)_PyEval_EvalFrameDefault);
 }
 
+/* ---- ABI 1.4: coextra_frame_arguments and hiding from tracing ----------- */
+
+/* ("ok", result) for a new reference, else ("error", exception type,
+ * message) for the exception set (cleared). */
+static PyObject *outcome(PyObject *res) {
+    PyObject *et, *ev, *tb, *t, *msg;
+    if (res != NULL) {
+        t = Py_BuildValue("(sO)", "ok", res);
+        Py_DECREF(res);
+        return t;
+    }
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    msg = ev != NULL ? PyObject_Str(ev) : NULL;
+    t = msg != NULL ? Py_BuildValue("(sOO)", "error", et, msg) : NULL;
+    Py_XDECREF(msg);
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+    return t;
+}
+
+static void append_outcome(PyObject *log, const char *when, PyObject *res) {
+    PyObject *o = outcome(res), *t = o != NULL ? Py_BuildValue("(sO)", when, o) : NULL;
+    if (t == NULL || PyList_Append(log, t) < 0)
+        PyErr_Clear();
+    Py_XDECREF(t);
+    Py_XDECREF(o);
+}
+
+typedef struct args_ctx {
+    hook_ctx base; /* first: remove() and count() take it as a hook_ctx */
+    int frame_object_first;
+    PyObject *fn; /* strong or NULL: also log coextra_frame_is_call_of(frame, fn) */
+} args_ctx;
+
+/* For frames of base.code (every frame if None): append ("before",
+ * outcome of coextra_frame_arguments) to base.arg, delegate, then append
+ * ("after", ...) (a finished frame: SystemError).  frame_object_first makes
+ * the frame object first (3.13+ then runs MAKE_CELL). */
+static PyObject *args_eval(coextra_frame *f, int throwflag, void *ctx_) {
+    args_ctx *a = (args_ctx *)ctx_;
+    hook_ctx *c = &a->base;
+    PyObject *et, *ev, *tb, *r;
+    if (c->code != NULL && (PyObject *)coextra_frame_code(f) != c->code)
+        return next_of(f, throwflag);
+    c->count++;
+    PyErr_Fetch(&et, &ev, &tb); /* a throw() sets it before the frame runs */
+    if (a->frame_object_first && coextra_frame_object(f) == NULL)
+        PyErr_Clear();
+    append_outcome(c->arg, "before", coextra_frame_arguments(f));
+    if (a->fn != NULL) {
+        int is = coextra_frame_is_call_of(f, a->fn);
+        append_outcome(c->arg, "is_call_of", is < 0 ? NULL : PyBool_FromLong(is));
+    }
+    PyErr_Restore(et, ev, tb);
+    r = next_of(f, throwflag);
+    PyErr_Fetch(&et, &ev, &tb);
+    append_outcome(c->arg, "after", coextra_frame_arguments(f));
+    PyErr_Restore(et, ev, tb);
+    return r;
+}
+
+/* add_args_hook(name, log, code=None, frame_object_first=False, fn=None) -> handle */
+static PyObject *add_args_hook(PyObject *m, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"name", "log", "code", "frame_object_first", "fn", NULL};
+    const char *name;
+    PyObject *log, *code = Py_None, *fn = Py_None;
+    int fo_first = 0;
+    args_ctx *a;
+    coextra_hook_def def;
+    (void)m;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sO!|OpO", kwlist, &name, &PyList_Type, &log, &code, &fo_first,
+                                     &fn))
+        return NULL;
+    if (code != Py_None && !PyCode_Check(code)) {
+        PyErr_SetString(PyExc_TypeError, "code must be a code object or None");
+        return NULL;
+    }
+    a = (args_ctx *)PyMem_RawCalloc(1, sizeof(args_ctx));
+    if (a == NULL)
+        return PyErr_NoMemory();
+    a->frame_object_first = fo_first;
+    if (fn != Py_None) {
+        Py_INCREF(fn);
+        a->fn = fn;
+    }
+    strncpy(a->base.name, name, sizeof(a->base.name) - 1);
+    Py_INCREF(log);
+    a->base.arg = log;
+    if (code != Py_None) {
+        Py_INCREF(code);
+        a->base.code = code;
+    }
+    def.name = name;
+    def.priority = COEXTRA_PRIORITY_DEFAULT;
+    def.eval = args_eval;
+    def.ctx = a;
+    def.only.index = 0;
+    def.only.generation = 0;
+    if (coextra_hook_add(&def, &a->base.handle) < 0) {
+        Py_DECREF(log);
+        Py_XDECREF(a->base.code);
+        Py_XDECREF(a->fn);
+        PyMem_RawFree(a);
+        return NULL;
+    }
+    return PyLong_FromVoidPtr(a);
+}
+
+/* frame_arguments_null(): coextra_frame_arguments(NULL) (must raise). */
+static PyObject *frame_arguments_null(PyObject *m, PyObject *noargs) {
+    (void)m;
+    (void)noargs;
+    return coextra_frame_arguments(NULL);
+}
+
+/* call_hidden(fn): fn() hidden from tracing; the thread is shown again even
+ * when fn raises. */
+static PyObject *call_hidden(PyObject *m, PyObject *fn) {
+    PyThreadState *ts = PyThreadState_Get();
+    PyObject *r;
+    (void)m;
+    if (coextra_hide_from_tracing(ts) < 0)
+        return NULL;
+    r = PyObject_CallNoArgs(fn);
+    if (coextra_unhide_from_tracing(ts) < 0) {
+        Py_XDECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
+static PyObject *none_unless(int rc) {
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* hide_bad(what): "null" hides a NULL tstate, "other" another thread's of
+ * this interpreter, "unhide" unhides a thread that is not hidden. */
+static PyObject *hide_bad(PyObject *m, PyObject *arg) {
+    const char *what = PyUnicode_AsUTF8(arg);
+    PyThreadState *ts = PyThreadState_Get(), *other;
+    (void)m;
+    if (what == NULL)
+        return NULL;
+    if (strcmp(what, "null") == 0)
+        return none_unless(coextra_hide_from_tracing(NULL));
+    if (strcmp(what, "unhide") == 0)
+        return none_unless(coextra_unhide_from_tracing(ts));
+    for (other = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(ts)); other != NULL;
+         other = PyThreadState_Next(other))
+        if (other != ts)
+            return none_unless(coextra_hide_from_tracing(other));
+    PyErr_SetString(PyExc_LookupError, "no other thread");
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"add", (PyCFunction)(void (*)(void))add, METH_VARARGS | METH_KEYWORDS,
      "add(name, priority, mode, arg=None, only=(index, generation)) -> handle"},
@@ -424,6 +583,12 @@ static PyMethodDef methods[] = {
     {"is_removed", is_removed, METH_O, "is_removed(handle): the hook removed itself"},
     {"eval_frame_func", eval_frame_func, METH_NOARGS, "address of the interpreter's eval-frame function"},
     {"default_eval_func", default_eval_func, METH_NOARGS, "address of _PyEval_EvalFrameDefault"},
+    {"add_args_hook", (PyCFunction)(void (*)(void))add_args_hook, METH_VARARGS | METH_KEYWORDS,
+     "add_args_hook(name, log, code=None, frame_object_first=False, fn=None) -> handle: logs "
+     "coextra_frame_arguments (and coextra_frame_is_call_of(frame, fn))"},
+    {"frame_arguments_null", frame_arguments_null, METH_NOARGS, "coextra_frame_arguments(NULL)"},
+    {"call_hidden", call_hidden, METH_O, "call_hidden(fn): fn() hidden from tracing"},
+    {"hide_bad", hide_bad, METH_O, "hide_bad('null'|'other'|'unhide'): misuse of the tracing switch"},
     {NULL, NULL, 0, NULL}};
 
 static int exec_module(PyObject *m) {

@@ -213,12 +213,12 @@ static PyObject *release(PyObject *m, PyObject *args) {
     return s == NULL ? NULL : coextra_test_none_unless_failed(coextra_slot_release(*s));
 }
 
-/* live(k) -> code objects holding a value (table entry slot_live) */
+/* live(k) -> code objects holding a value (coextra_slot_live) */
 static PyObject *live(PyObject *m, PyObject *args) {
     coextra_slot *s = slot_arg(args);
     Py_ssize_t n;
     (void)m;
-    if (s == NULL || table() == NULL || (n = table()->slot_live(*s)) < 0)
+    if (s == NULL || (n = coextra_slot_live(*s)) < 0)
         return NULL;
     return PyLong_FromSsize_t(n);
 }

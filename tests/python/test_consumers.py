@@ -368,5 +368,74 @@ class TestBadInputThroughCAPI(ConsumerTestCase):
 
 
 
+from test_chain_helpers import ChainTestCase  # noqa: E402  (idle before and after each test)
+
+
+class TestCppHookExceptions(ChainTestCase):
+    """A C++ exception thrown by a coextra::Hook callable becomes a Python
+    exception at the trampoline, and the frame is finished as a failing hook
+    must finish it."""
+
+    def thrower(self, fn, mode):
+        cpp.add_thrower(fn.__code__, mode)
+        self.addCleanup(cpp.remove_thrower)
+
+    def test_thrown_before_delegating_skips_the_frame(self):
+        ran = []
+
+        def f(x):
+            ran.append(x)
+            return x
+        self.thrower(f, "before")
+        for _ in range(3):  # the frame is finished each time: nothing leaks, nothing is left pending
+            with self.assertRaisesRegex(RuntimeError, "^thrown before$"):
+                f(1)
+        self.assertEqual(ran, [])
+        self.assertEqual(f.__code__.co_name, "f")
+
+    def test_thrown_after_delegating(self):
+        ran = []
+
+        def f(x):
+            ran.append(x)
+            return x
+        self.thrower(f, "after")
+        with self.assertRaisesRegex(RuntimeError, "^thrown after$"):
+            f(1)
+        self.assertEqual(ran, [1])  # the body ran once: delegated, then failed
+
+    def test_bad_alloc_is_memory_error(self):
+        def f():
+            return 1
+        self.thrower(f, "bad_alloc")
+        with self.assertRaises(MemoryError):
+            f()
+
+    def test_unknown_exception(self):
+        def f():
+            return 1
+        self.thrower(f, "unknown")
+        with self.assertRaisesRegex(RuntimeError, "^unknown C\\+\\+ exception$"):
+            f()
+
+    def test_generator_resumption_gets_the_exception_thrown_in(self):
+        log = []
+
+        def gen():
+            try:
+                yield 1
+                yield 2
+            finally:
+                log.append("finally")
+        g = gen()
+        self.assertEqual(next(g), 1)
+        self.thrower(gen, "resume")
+        with self.assertRaisesRegex(RuntimeError, "^thrown resume$"):
+            next(g)
+        self.assertEqual(log, ["finally"])  # thrown into the frame: its finally ran
+        with self.assertRaises(StopIteration):
+            next(g)
+
+
 if __name__ == "__main__":
     unittest.main()

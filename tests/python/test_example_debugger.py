@@ -10,6 +10,8 @@ import tempfile
 import textwrap
 import unittest
 
+from test_chain_helpers import ChainTestCase
+
 try:
     import coextra
     import coextra_debugger
@@ -295,10 +297,11 @@ LATER = textwrap.dedent('''\
 
 
 @unittest.skipIf(coextra_debugger is None, "coextra_debugger not built")
-class InProcess(unittest.TestCase):
+class InProcess(ChainTestCase):
     """A breakpoint in code that never runs: nothing is traced, the hook sees nothing."""
 
     def setUp(self):
+        super().setUp()  # coextra idle before and after: a leaked observer fails the test
         if sys.gettrace() is not None:
             self.skipTest("running under a tracer (coverage?)")
         self.dir = tempfile.mkdtemp(prefix="coextra_dbg_ip_")

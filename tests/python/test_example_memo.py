@@ -1,6 +1,8 @@
 """test_example_memo.py: the coextra_memo example — cached calls finished by coextra_frame_return, no leaks, exceptions/unhashables/generators handled."""
 import gc
+import os
 import sys
+import textwrap
 import threading
 import tracemalloc
 import unittest
@@ -9,14 +11,19 @@ import coextra
 import coextra_memo
 from coextra_memo import clear, memoize, stats, unmemoize
 
+# Every test starts and ends with coextra idle (no active hook): a leaked hook
+# fails the test that leaked it.
+from test_chain_helpers import ChainTestCase
+
 
 class Counter:
     def __init__(self):
         self.n = 0
 
 
-class MemoBasics(unittest.TestCase):
+class MemoBasics(ChainTestCase):
     def setUp(self):
+        super().setUp()
         self.calls = Counter()
         calls = self.calls
 
@@ -70,8 +77,7 @@ class MemoBasics(unittest.TestCase):
             unmemoize(f)
 
     def test_hook_only_while_something_is_memoized(self):
-        if [h for h in coextra.hooks() if h.name != "coextra_memo" and h.active]:
-            self.skipTest("other hooks are active")
+        self.assertEqual([h for h in coextra.hooks() if h.name != "coextra_memo" and h.active], [])
         f = memoize(self.square)
         self.assertTrue(coextra.status().installed)
         info = [h for h in coextra.hooks() if h.name == "coextra_memo"]
@@ -91,7 +97,7 @@ def fib(n):
     return n if n < 2 else fib(n - 1) + fib(n - 2)
 
 
-class MemoBehaviour(unittest.TestCase):
+class MemoBehaviour(ChainTestCase):
     def test_recursive_function(self):
         memoize(fib)
         try:
@@ -280,7 +286,7 @@ class MemoBehaviour(unittest.TestCase):
             unmemoize(work)
 
 
-class MemoLeaks(unittest.TestCase):
+class MemoLeaks(ChainTestCase):
     N = 100_000
 
     def test_refcounts_and_memory_stable_over_100k_hits(self):
@@ -362,9 +368,50 @@ class MemoLeaks(unittest.TestCase):
         self.assertIsNone(ref())
         self.assertEqual(sys.getrefcount(result), before - 1)   # the cache let go of it
         del holder
+        # The hook stays active until the next memoize/unmemoize notices that
+        # nothing is memoized any more (the slot's free function must not
+        # call back into coextra): one round trip puts it to rest, which the
+        # idle check after the test asserts.
+        self.assertTrue([h for h in coextra.hooks() if h.name == "coextra_memo" and h.active])
+        unmemoize(memoize(lambda x: x))
 
 
-class MemoWithOtherHooks(unittest.TestCase):
+class ExamplesRefuseASecondInterpreter(ChainTestCase):
+    """The three examples keep process-wide state: the first interpreter that
+    loads one owns it, and importing it in another raises ImportError (3.12+
+    through Py_mod_multiple_interpreters; before, in the exec slot)."""
+
+    def test_import_in_a_subinterpreter(self):
+        try:
+            import _testcapi
+        except ImportError:
+            self.skipTest("no _testcapi in this build")
+        import coextra_debugger._debugger  # noqa: F401  (loaded here first: this interpreter owns them)
+        import coextra_profiler._profiler  # noqa: F401
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        src = textwrap.dedent("""\
+            import os
+            out = []
+            for name in ("coextra_memo._memo", "coextra_debugger._debugger", "coextra_profiler._profiler"):
+                try:
+                    __import__(name)
+                    out.append(name + ":imported")
+                except ImportError as e:
+                    out.append(name + ":ImportError:" + str(e))
+            os.write(%d, "\\n".join(out).encode())
+            """ % w)
+        try:
+            self.assertEqual(_testcapi.run_in_subinterp(src), 0)
+        finally:
+            os.close(w)
+        got = os.read(r, 65536).decode().splitlines()
+        self.assertEqual([g.split(":")[:2] for g in got],
+                         [[n, "ImportError"] for n in ("coextra_memo._memo", "coextra_debugger._debugger",
+                                                       "coextra_profiler._profiler")], got)
+
+
+class MemoWithOtherHooks(ChainTestCase):
     def test_outer_python_hook_sees_hit_frames(self):
         log = []
 
