@@ -8,10 +8,11 @@
 
 namespace coextra {
 
-// The first interpreter that creates a runtime (normally the main one) is
-// published here for the inline slot fast path of coextra.h; the index is
-// filled in when that interpreter's co_extra index is first requested.
 namespace {
+
+// What g_fast.interp_list_head points to unless the first interpreter is the
+// main one: never equal to a live interpreter.
+PyInterpreterState *const g_no_list_head = nullptr;
 
 // COEXTRA_CHECK_HOOKS=1 (or any value but 0) turns on the check for hooks
 // that return without delegating or finishing the frame (dispatch.cpp), =0
@@ -28,12 +29,18 @@ bool want_hook_checks() {
     PyErr_Clear();
     return on;
 }
-
-// What g_fast.interp_list_head points to unless the first interpreter is the
-// main one: never equal to a live interpreter.
-PyInterpreterState *const g_no_list_head = nullptr;
 } // namespace
+
+// The first interpreter that creates a runtime (normally the main one) is
+// published here for the inline slot fast path of coextra.h; the index is
+// filled in when that interpreter's co_extra index is first requested.
 coextra_fast_entry g_fast = {nullptr, -1, &g_no_list_head};
+
+void set_co_extra_index(Runtime *rt, Py_ssize_t idx) noexcept {
+    rt->co_extra_index = idx;
+    if (g_fast.interp == rt->interp)
+        g_fast.co_extra_index = idx;
+}
 
 // Entry 0 is normally the first interpreter: dispatch() and runtime_for()
 // check it inline (runtime.hpp).  More than kEntries interpreters at once

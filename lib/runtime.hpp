@@ -399,7 +399,12 @@ Runtime *current_runtime();          // for the calling thread's interpreter; nu
 void runtime_decref(Runtime *rt) noexcept;
 int check_name(const char *name, const char *what);
 uint32_t next_generation() noexcept;
+// The consumers' fast entry (coextra_fast_entry in coextra.h): written by
+// runtime.cpp only; api.cpp hands out its address.
 extern coextra_fast_entry g_fast;
+// rt's co_extra index, once CPython gave it (slots.cpp), also in g_fast when
+// rt is the interpreter published there.
+void set_co_extra_index(Runtime *rt, Py_ssize_t idx) noexcept;
 
 // ---- slots.cpp ------------------------------------------------------------
 SlotRec *lookup_slot(Runtime *rt, coextra_slot slot) noexcept;

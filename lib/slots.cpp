@@ -34,9 +34,7 @@ int ensure_index(Runtime *rt) {
                             "(other tools took all 254)");
         return -1;
     }
-    rt->co_extra_index = idx;
-    if (g_fast.interp == rt->interp)
-        g_fast.co_extra_index = idx;
+    set_co_extra_index(rt, idx);
     return 0;
 }
 
