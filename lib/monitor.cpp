@@ -260,10 +260,18 @@ void release_tool(Runtime *rt) noexcept {
         }
     if (set_global_events(rt, 0) < 0 || register_callbacks(rt, false) < 0)
         PyErr_Clear();
-    PyObject *r = PyObject_CallMethod(rt->mon_module, "free_tool_id", "i", rt->mon_tool);
+    // Freeing the id must not fail for lack of memory: the function was
+    // looked up when the id was taken, the id (3 or 4) is a cached small
+    // int, and a vectorcall of a builtin builds no argument tuple.  (With
+    // PyObject_CallMethod, an allocation failure here left the id claimed
+    // by "coextra" in sys.monitoring while coextra held none.)
+    PyObject *id = PyLong_FromLong(rt->mon_tool);
+    PyObject *r = id != nullptr ? PyObject_CallOneArg(rt->mon_free_tool_id, id) : nullptr;
     if (r == nullptr)
         PyErr_Clear();
     Py_XDECREF(r);
+    Py_XDECREF(id);
+    Py_CLEAR(rt->mon_free_tool_id);
     Py_CLEAR(rt->mon_module);
     rt->mon_tool = -1;
     pending.restore();
@@ -293,13 +301,15 @@ int monitor_take_tool(Runtime *rt) {
     if (mon == nullptr)
         return -1;
     MonEvents events;
-    if (read_events(mon, &events) < 0) {
+    PyObject *free_tool_id = read_events(mon, &events) < 0 ? nullptr : PyObject_GetAttrString(mon, "free_tool_id");
+    if (free_tool_id == nullptr) {
         Py_DECREF(mon);
         return -1;
     }
     for (int id : kToolIds) {
         PyObject *holder = PyObject_CallMethod(mon, "get_tool", "i", id);
         if (holder == nullptr) {
+            Py_DECREF(free_tool_id);
             Py_DECREF(mon);
             return -1;
         }
@@ -309,11 +319,13 @@ int monitor_take_tool(Runtime *rt) {
             continue;
         PyObject *r = PyObject_CallMethod(mon, "use_tool_id", "is", id, "coextra");
         if (r == nullptr) {
+            Py_DECREF(free_tool_id);
             Py_DECREF(mon);
             return -1;
         }
         Py_DECREF(r);
         rt->mon_module = mon;
+        rt->mon_free_tool_id = free_tool_id;
         rt->mon_tool = id;
         rt->mon_events = events;
         if (register_callbacks(rt, true) < 0) {
@@ -324,6 +336,7 @@ int monitor_take_tool(Runtime *rt) {
         }
         return 1;
     }
+    Py_DECREF(free_tool_id);
     Py_DECREF(mon);
     return 0; // neither id free: observers take the chain (status() says None)
 }

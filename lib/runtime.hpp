@@ -298,6 +298,7 @@ struct Runtime {
     int mon_tool = -1;              // the sys.monitoring tool id held, or -1
     Vector<HookRec *> mon_hooks;    // active monitored observers, outermost first (each holds a ref)
     PyObject *mon_module = nullptr; // sys.monitoring (strong, while mon_tool is held)
+    PyObject *mon_free_tool_id = nullptr; // sys.monitoring.free_tool_id (strong, with mon_module)
     std::size_t mon_in_flight = 0;  // sum of Block::in_flight: the tool id is kept while any
     PyObject *mon_callbacks[2] = {nullptr, nullptr}; // enter, exit: the registered callables (strong)
     MonEvents mon_events{};

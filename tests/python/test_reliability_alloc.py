@@ -94,6 +94,12 @@ class AllocSweepCase(unittest.TestCase):
         self.assertFalse(st.displaced, where)
         names = [h.name for h in hooks]
         self.assertEqual(len(names), len(set(names)), where)
+        if hasattr(sys, "monitoring"):
+            # A sys.monitoring tool id is claimed by "coextra" exactly while
+            # coextra says it holds it: a failure never leaks one.
+            claimed = {i for i in range(6) if sys.monitoring.get_tool(i) == "coextra"}
+            held = set() if st.monitoring_tool_id is None else {st.monitoring_tool_id}
+            self.assertEqual(claimed, held, where)
         self.assertEqual(hooks, sorted(hooks, key=lambda h: h.priority), where)
 
     def sweep(self, what, setup, op, undo, mask=rel.ALL):
