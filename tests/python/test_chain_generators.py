@@ -200,6 +200,12 @@ def asyncio_workload():
     return asyncio.run(asyncio_main())
 
 
+def audit_hook_codes():
+    """Code objects of the Python audit hooks known to be installed in this process."""
+    dbg = sys.modules.get("coextra_debugger")
+    return {dbg._audit.__code__} if dbg is not None and dbg._marks.audit_hook else set()
+
+
 class TestAgainstProfile(ChainTestCase):
     """Each workload runs three times: warm-up, under sys.setprofile (no hooks), under hooks.
 
@@ -259,6 +265,11 @@ class TestAgainstProfile(ChainTestCase):
         diff = {c: (prof[c], hooked[c]) for c in set(prof) | set(hooked) if prof[c] != hooked[c]}
         # Only CPython's own version-specific bypasses (see test_chain_helpers) may hide frames.
         diff = {c: d for c, d in diff.items() if not (c.co_name in CPYTHON_BYPASSED_NAMES and d[1] < d[0])}
+        # CPython calls audit hooks hidden from sys.setprofile (sys_audit_tstate
+        # enters tracing around them), not from eval-frame functions: an
+        # audit hook another test left behind (they cannot be removed, e.g.
+        # coextra_debugger's) runs on the workload's audit events.
+        diff = {c: d for c, d in diff.items() if not (d[0] == 0 and c in audit_hook_codes())}
         self.assertEqual(diff, {}, "code: (profile calls, hook evaluations)")
         if not CREATION_REACHES_HOOK:
             self.assertEqual(creations, Counter())
