@@ -40,6 +40,8 @@ const coextra_api g_api = {
     observer_add,
     observer_add_ex,
     hook_is_monitored,
+    // ABI 1.4: slot iteration
+    slot_foreach,
 };
 
 } // namespace

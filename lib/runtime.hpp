@@ -111,6 +111,7 @@ struct Block {
     PyObject *code;  // the code object holding the block (borrowed: the block dies with it)
     bool monitored;  // sys.monitoring local events are on for `code` (monitor.cpp)
     uint32_t in_flight; // frames of `code` whose observers were entered and not yet exited (monitor.cpp)
+    bool dying;         // `code` is being deallocated (block_free_cb): slot_foreach must not take a reference
     static constexpr uint32_t kInline = 2;
     coextra_block_entry inline_entries[kInline];
 };

@@ -152,6 +152,7 @@ void block_free_cb(void *p) {
         return; // not ours: never touch foreign data
     Runtime *rt = b->rt;
     RegistryLock lock;
+    b->dying = true;
     // The block stays linked while its free functions run: one of them may
     // release another slot whose value is still in this block, and
     // slot_release must then find and free it here, because once release
@@ -418,6 +419,56 @@ Py_ssize_t slot_live(coextra_slot slot) {
         return -1;
     SlotRec *rec = checked_slot(rt, slot);
     return rec ? static_cast<Py_ssize_t>(rec->live) : -1;
+}
+
+// ABI 1.4.  The walk holds no pointer into the block list while fn runs
+// (fn may free blocks, by killing code objects, or add them): it collects
+// strong references to the code objects first, then re-reads each value.
+int slot_foreach(coextra_slot slot, coextra_slot_visit_fn fn, void *arg) {
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    if (checked_slot(rt, slot) == nullptr)
+        return -1;
+    if (fn == nullptr) {
+        PyErr_SetString(PyExc_ValueError, "coextra_slot_foreach: fn is NULL");
+        return -1;
+    }
+    Vector<PyObject *> codes;
+    try {
+        codes.reserve(lookup_slot(rt, slot)->live);
+        for (Block *b = rt->blocks; b != nullptr; b = b->next)
+            // A dying block's code object has no reference left: a free
+            // function running from its code_dealloc must not see it.
+            if (!b->dying && entry_holds(b, slot))
+                codes.push_back(b->code);
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (PyObject *code : codes)
+        Py_INCREF(code);
+    int rc = 0;
+    for (PyObject *code : codes) {
+        void *value = block_value(rt, code, slot);
+        if (value == nullptr)
+            continue; // cleared (or replaced by nothing) since the snapshot
+        rc = fn(code, value, arg);
+        if (rc != 0)
+            break;
+        if (lookup_slot(rt, slot) == nullptr) {
+            checked_slot(rt, slot); // the ReleasedError
+            rc = -1;
+            break;
+        }
+    }
+    // Dropping the snapshot may free code objects (and run their slots' free
+    // functions, which may raise and clear errors of their own).
+    PendingError pending;
+    for (PyObject *code : codes)
+        Py_DECREF(code);
+    pending.restore();
+    return rc;
 }
 
 PyObject *slots_info() {

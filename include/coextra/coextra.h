@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define COEXTRA_ABI_MAJOR 1
-#define COEXTRA_ABI_MINOR 3
+#define COEXTRA_ABI_MINOR 4
 
 #define COEXTRA_MODULE_NAME "coextra._coextra"
 #define COEXTRA_CAPSULE_NAME "coextra._coextra._C_API"
@@ -190,6 +190,11 @@ typedef struct coextra_code_extra_ {
     void *ce_extras[1];
 } coextra_code_extra_;
 
+/* ABI 1.4: the callback of coextra_slot_foreach: `code` and `value` are
+ * borrowed; return 0 to go on, anything else to stop (and have foreach return
+ * it: -1 with a Python exception set reports an error). */
+typedef int (*coextra_slot_visit_fn)(PyObject *code, void *value, void *arg);
+
 /* ---- the versioned API table (append only) ------------------------------ */
 
 typedef struct coextra_api {
@@ -241,6 +246,9 @@ typedef struct coextra_api {
     /* 1 if the hook or observer runs on sys.monitoring events, 0 if in the
      * eval-frame chain; -1 + error if removed or foreign. */
     int (*hook_is_monitored)(coextra_hook *hook);
+
+    /* ABI 1.4: slot iteration */
+    int (*slot_foreach)(coextra_slot slot, coextra_slot_visit_fn fn, void *arg);
 } coextra_api;
 
 /* ---- the hidden per-extension table pointer ----------------------------- */
@@ -338,6 +346,23 @@ static inline int coextra_slot_set(PyObject *code, coextra_slot slot, void *valu
 }
 static inline int coextra_slot_clear(PyObject *code, coextra_slot slot) {
     return coextra_api_ptr_ ? coextra_api_ptr_->slot_clear(code, slot) : coextra_not_imported_();
+}
+
+/* ABI 1.4: call fn(code, value, arg) for every code object holding a value
+ * in `slot`, in no particular order.  The code objects are taken first (a
+ * snapshot of strong references, so none dies during the walk), then visited
+ * one by one, each with the value it holds at that moment: fn may set, clear
+ * or replace values and run any Python code.  A code object whose value was
+ * cleared before its turn is skipped; one that got its first value after the
+ * snapshot is not visited.  Returns 0 once every code object was visited, or
+ * fn's non-zero return as soon as it gives one.  -1 with an exception: fn is
+ * NULL, the handle is stale or foreign (ReleasedError), the slot was
+ * released during the walk (ReleasedError, after fn returned; nothing more is
+ * visited), or the snapshot could not be allocated (MemoryError, before any
+ * call).  Values are borrowed: one read here may be freed by anything that
+ * clears or replaces it, fn included. */
+static inline int coextra_slot_foreach(coextra_slot slot, coextra_slot_visit_fn fn, void *arg) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->slot_foreach(slot, fn, arg) : coextra_not_imported_();
 }
 
 /* Whether the main interpreter is the process's only one (then it runs the

@@ -261,6 +261,33 @@ class AllocSweepCase(unittest.TestCase):
 
         self.assertGreater(self.sweep("del slot[code]; slot.release()", setup, op, undo), 0)
 
+    def test_slot_iteration(self):
+        # iter(slot) and items(): the runtime's snapshot (coextra_slot_foreach), the list and the
+        # iterators of the Python face.
+        def setup():
+            s = coextra.Slot(uname("iter"))
+            c = Ctx(slot=s, codes=[make_code() for _ in range(3)])
+            for code in c.codes:
+                s[code] = code.co_name
+            self.slots = [s]
+            self.codes = c.codes
+            return c
+
+        def op(c):
+            c.keys = list(c.slot)
+            c.items = list(c.slot.items())
+
+        def undo(c, exc):
+            if exc is None:
+                self.assertEqual(sorted(map(id, c.keys)), sorted(map(id, c.codes)))
+                self.assertEqual(sorted(v for _, v in c.items), sorted(k.co_name for k in c.codes))
+            c.keys = c.items = None
+            c.slot.release()
+            self.slots = []
+            self.codes = []
+
+        self.assertGreater(self.sweep("iter(slot); slot.items()", setup, op, undo), 0)
+
     def test_with_slot(self):
         def setup():
             c = Ctx(name=uname("with"), code=make_code(), v=Value())
