@@ -92,6 +92,11 @@ struct SlotRec {
     uint32_t flags = 0;
     std::size_t live = 0; // code objects holding a value in this slot
     uint32_t watchers = 0; // active observers on sys.monitoring with this slot as `only` (monitor.cpp)
+    String owner; // who reserved it, for the "already exists" error: a Python module or a native file
+    // The last slot released at this index, to name it in the ReleasedError
+    // of a stale handle (moved here at release: no allocation).
+    String released_name;
+    uint32_t released_generation = 0;
 };
 
 // The co_extra block of one code object.  Starts with the frozen public

@@ -179,6 +179,35 @@ void block_free_cb(void *p) {
     runtime_decref(rt);
 }
 
+// Who reserves a slot, for the "already exists" error: a Python slot, the
+// module of the Python code that made it (the calling frame's __name__); a
+// native one, the file holding its free function (dladdr, where there is
+// one), else "native code".  Throws std::bad_alloc; -1 with an error only if
+// reading __name__ raised.
+int describe_owner(uint32_t flags, coextra_free_fn free_fn, String &out) {
+    if (flags & COEXTRA_FLAG_PYTHON) {
+        PyObject *globals = PyEval_GetGlobals(); // borrowed; NULL without a Python frame
+        PyObject *mod = globals ? PyDict_GetItemString(globals, "__name__") : nullptr; // borrowed
+        const char *s = mod && PyUnicode_Check(mod) ? PyUnicode_AsUTF8(mod) : nullptr;
+        if (s == nullptr && PyErr_Occurred())
+            return -1;
+        out = s ? String("Python code in module '") + s + "'" : String("Python code");
+        return 0;
+    }
+#ifdef COEXTRA_HAVE_DLADDR_
+    Dl_info info;
+    if (free_fn != nullptr && dladdr(reinterpret_cast<const void *>(free_fn), &info) != 0 &&
+        info.dli_fname != nullptr && info.dli_fname[0]) {
+        out = String("native code in ") + info.dli_fname;
+        return 0;
+    }
+#else
+    (void)free_fn;
+#endif
+    out = "native code";
+    return 0;
+}
+
 int type_error_code(PyObject *code) {
     if (code == nullptr)
         PyErr_SetString(PyExc_TypeError, "coextra: expected a code object, got NULL");
@@ -200,8 +229,12 @@ SlotRec *checked_slot(Runtime *rt, coextra_slot slot) {
     SlotRec *rec = lookup_slot(rt, slot);
     if (rec != nullptr)
         return rec;
+    const SlotRec *old = slot.index >= 1 && slot.index <= rt->slots.size() ? &rt->slots[slot.index - 1] : nullptr;
     if (slot.index == 0 && slot.generation == 0)
         PyErr_SetString(PyExc_ValueError, "coextra: the zero slot handle names no slot");
+    else if (old != nullptr && slot.generation != 0 && old->released_generation == slot.generation)
+        PyErr_Format(rt->released_error, "coextra: slot '%s' (index %u, generation %u) has been released",
+                     old->released_name.c_str(), (unsigned)slot.index, (unsigned)slot.generation);
     else
         PyErr_Format(rt->released_error,
                      "coextra: slot handle (index %u, generation %u) is released, or belongs to "
@@ -234,7 +267,9 @@ int slot_reserve_ex(const char *name, coextra_free_fn free_fn, void *ctx, uint32
     try {
         String key(name);
         if (rt->slot_names.find(key) != rt->slot_names.end()) {
-            PyErr_Format(PyExc_ValueError, "coextra: a slot named '%s' already exists", name);
+            const SlotRec &holder = rt->slots[rt->slot_names.find(key)->second - 1];
+            PyErr_Format(PyExc_ValueError, "coextra: a slot named '%s' already exists (index %u, reserved by %s)",
+                         name, (unsigned)(rt->slot_names.find(key)->second), holder.owner.c_str());
             return -1;
         }
         if (rt->slots.size() >= UINT32_MAX - 1) {
@@ -246,6 +281,8 @@ int slot_reserve_ex(const char *name, coextra_free_fn free_fn, void *ctx, uint32
         rt->free_indices.reserve(rt->slots.size() + 1);
         SlotRec rec;
         rec.name = key;
+        if (describe_owner(flags, free_fn, rec.owner) < 0)
+            return -1;
         uint32_t index;
         if (!rt->free_indices.empty()) {
             auto lowest = rt->free_indices.begin();
@@ -269,6 +306,7 @@ int slot_reserve_ex(const char *name, coextra_free_fn free_fn, void *ctx, uint32
         }
         SlotRec &r = rt->slots[index - 1];
         r.name.swap(rec.name);
+        r.owner.swap(rec.owner);
         r.free_fn = free_fn;
         r.ctx = ctx;
         r.flags = flags;
@@ -327,7 +365,10 @@ int slot_release(coextra_slot slot) {
     coextra_free_fn fn = rec->free_fn;
     void *ctx = rec->ctx;
     rt->slot_names.erase(rec->name);
+    rec->released_name.swap(rec->name); // no allocation: the old name is kept for the stale handle's error
+    rec->released_generation = slot.generation;
     rec->name.clear();
+    rec->owner.clear();
     rec->free_fn = nullptr;
     rec->ctx = nullptr;
     rec->generation = 0;

@@ -40,6 +40,14 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stddef.h>
+/* dladdr(), to name the extension in the "coextra_import() has not been
+ * called" error (Python.h came first: its pyconfig.h defines _GNU_SOURCE,
+ * under which glibc declares dladdr).  Define COEXTRA_NO_DLADDR to leave it
+ * out; the message then says "this extension". */
+#if (defined(__linux__) || defined(__APPLE__)) && !defined(COEXTRA_NO_DLADDR)
+#include <dlfcn.h>
+#define COEXTRA_HAVE_DLADDR_ 1
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -275,9 +283,24 @@ static const coextra_api *coextra_api_ptr_ = NULL;
 static const coextra_fast_entry *coextra_fast_ptr_ = &coextra_fast_none_;
 #endif
 
+/* The error of every checked call made before coextra_import() succeeded.
+ * It names the extension by the file that holds this translation unit's
+ * table pointer (the one that must call coextra_import()), where the
+ * platform can tell. */
 static inline int coextra_not_imported_(void) {
+#ifdef COEXTRA_HAVE_DLADDR_
+    Dl_info info;
+    if (dladdr((const void *)&coextra_api_ptr_, &info) != 0 && info.dli_fname != NULL && info.dli_fname[0]) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "coextra: coextra_import() has not been called (or failed) in the extension %s: "
+                     "call it from the module's exec function (or PyInit_*) before any other coextra_ call",
+                     info.dli_fname);
+        return -1;
+    }
+#endif
     PyErr_SetString(PyExc_RuntimeError,
-                    "coextra: coextra_import() has not been called (or failed) in this extension");
+                    "coextra: coextra_import() has not been called (or failed) in this extension: "
+                    "call it from the module's exec function (or PyInit_*) before any other coextra_ call");
     return -1;
 }
 
