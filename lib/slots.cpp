@@ -365,10 +365,13 @@ int slot_release(coextra_slot slot) {
     coextra_free_fn fn = rec->free_fn;
     void *ctx = rec->ctx;
     rt->slot_names.erase(rec->name);
-    rec->released_name.swap(rec->name); // no allocation: the old name is kept for the stale handle's error
+    // No allocation: the name moves aside for the stale handle's error, and
+    // the buffers left over (the previous release's name, the owner) are
+    // freed, so that an index holds at most one old name.
+    rec->released_name.swap(rec->name);
     rec->released_generation = slot.generation;
-    rec->name.clear();
-    rec->owner.clear();
+    String().swap(rec->name);
+    String().swap(rec->owner);
     rec->free_fn = nullptr;
     rec->ctx = nullptr;
     rec->generation = 0;
