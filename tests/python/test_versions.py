@@ -43,6 +43,8 @@ CURRENT = [
     re.compile(r"`\((\d+),\s*(\d+)\)`\s*for this release"),
     re.compile(r"\bABI (?:is|of this release is) (?:now )?(\d+)\.(\d+)\b"),
     re.compile(r"\bcurrently (?:ABI )?(\d+)\.(\d+)\b"),
+    # the constants table of c-api.md: | `COEXTRA_ABI_MAJOR`, `COEXTRA_ABI_MINOR` | 1, 4 | ...
+    re.compile(r"COEXTRA_ABI_MAJOR`?,\s*`?COEXTRA_ABI_MINOR`?\s*\|\s*(\d+),\s*(\d+)"),
 ]
 CURRENT_MINOR = re.compile(r"COEXTRA_ABI_MINOR\s*(?:is|==|=)\s*(\d+)")
 PROJECT = [
