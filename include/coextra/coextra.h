@@ -41,12 +41,16 @@
 #include <stdint.h>
 #include <stddef.h>
 /* dladdr(), to name the extension in the "coextra_import() has not been
- * called" error (Python.h came first: its pyconfig.h defines _GNU_SOURCE,
- * under which glibc declares dladdr).  Define COEXTRA_NO_DLADDR to leave it
- * out; the message then says "this extension". */
+ * called" error.  glibc declares it under _GNU_SOURCE, which Python.h's
+ * pyconfig.h defines; but a C file that included a libc header before
+ * Python.h (against Python's advice) has its features fixed without it
+ * (__USE_GNU unset), and then does without.  Define COEXTRA_NO_DLADDR to
+ * leave it out; the message then says "this extension". */
 #if (defined(__linux__) || defined(__APPLE__)) && !defined(COEXTRA_NO_DLADDR)
 #include <dlfcn.h>
+#if defined(__APPLE__) || !defined(__GLIBC__) || defined(__USE_GNU)
 #define COEXTRA_HAVE_DLADDR_ 1
+#endif
 #endif
 
 #ifdef __cplusplus

@@ -1,4 +1,7 @@
 /* consumer_c.c: a third-party-style C extension built only against include/coextra/coextra.h. */
+/* A libc header first, as real extensions sometimes do against Python's advice: in C (-std=c11)
+ * glibc's features are then fixed without _GNU_SOURCE, and coextra.h must still compile. */
+#include <string.h>
 #include <coextra/coextra.h>
 
 /* Values are heap ints; the free function counts how often it ran. */
