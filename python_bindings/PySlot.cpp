@@ -19,6 +19,7 @@ struct SlotObject {
     PyObject_HEAD
     const coextra_api *api;
     coextra_slot handle; // zero once released
+    coextra_slot reserved; // the handle it was given, kept to name it in ReleasedError
     PyObject *name;
     SlotCtx *ctx;
     PyObject *weakrefs;
@@ -55,7 +56,9 @@ int check_live(SlotObject *s) {
     if (s->handle.generation != 0)
         return 0;
     ModuleState *st = state_from_type(Py_TYPE(s));
-    PyErr_Format(st ? st->released_error : PyExc_RuntimeError, "coextra: slot %R has been released", s->name);
+    PyErr_Format(st ? st->released_error : PyExc_RuntimeError,
+                 "coextra: slot %R (index %u, generation %u) has been released", s->name,
+                 (unsigned)s->reserved.index, (unsigned)s->reserved.generation);
     return -1;
 }
 
@@ -115,6 +118,7 @@ PyObject *slot_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     }
     self->api = st->api;
     self->handle = coextra_slot{0, 0};
+    self->reserved = coextra_slot{0, 0};
     self->ctx = ctx;
     Py_INCREF(name);
     self->name = name;
@@ -122,6 +126,7 @@ PyObject *slot_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
         Py_DECREF(self);
         return nullptr;
     }
+    self->reserved = self->handle;
     if (on_free != Py_None) {
         Py_INCREF(on_free);
         ctx->on_free = on_free;
