@@ -3,6 +3,7 @@
 import glob
 import importlib.machinery
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,14 +77,16 @@ class TestWrongInterpreter(unittest.TestCase):
         self.assertNotIn("was built for", err)
 
     def test_the_built_tree_under_another_installed_python(self):
-        # A real second interpreter (pyenv's, when this machine has one) importing this very build tree.
-        others = [p for p in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/*/bin/python3")))
-                  if os.path.realpath(p) != os.path.realpath(sys.executable)]
+        # A real second interpreter (pyenv's or the system's, when this machine has one) importing
+        # this very build tree.
+        found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/*/bin/python3")))
+        found += sorted(p for p in glob.glob("/usr/bin/python3.*") if re.fullmatch(r"python3\.\d+", os.path.basename(p)))
+        others = [p for p in found if os.path.realpath(p) != os.path.realpath(sys.executable)]
         others = [p for p in others if subprocess.run(
             [p, "-c", "import sys; raise SystemExit(sys.version_info[:2] == %r)" % (sys.version_info[:2],)],
             timeout=60).returncode == 0]
         if not others:
-            self.skipTest("no other CPython minor version installed under ~/.pyenv")
+            self.skipTest("no other CPython minor version installed (~/.pyenv, /usr/bin)")
         other = others[0]
         version = subprocess.run([other, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
                                  capture_output=True, text=True, timeout=60).stdout.strip()
