@@ -38,7 +38,7 @@ int slot_foreach(coextra_slot slot, coextra_slot_visit_fn fn, void *arg); // ABI
 PyObject *slots_info();
 PyObject *released_error_type() noexcept;
 
-// chain.cpp
+// hooks.cpp, install.cpp (status_info), frame.cpp (eval_next, frame_*)
 int hook_add(const coextra_hook_def *def, coextra_hook **out);
 int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out);
 int hook_remove(coextra_hook *hook);

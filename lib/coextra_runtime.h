@@ -8,7 +8,8 @@
 extern "C" {
 #endif
 
-#define COEXTRA_VERSION "0.1.0"
+/* COEXTRA_VERSION: the project version of meson.build, the one place that holds it. */
+#include "coextra_version.h"
 
 /* Key under which the runtime is published in PyInterpreterState_GetDict();
  * it carries the ABI major so that runtimes of different majors see each other. */

@@ -112,13 +112,11 @@
 /* Frame type and per-version field accessors.                              */
 /* ------------------------------------------------------------------------ */
 
-#if PY_VERSION_HEX >= 0x030B0000
-typedef _PyInterpreterFrame fc_frame;
-#else
-typedef PyFrameObject fc_frame;
-#endif
+/* CPython's own frame type (frame_compat.h): PyFrameObject on 3.9/3.10,
+ * _PyInterpreterFrame on 3.11+, complete here. */
+typedef coextra_raw_frame fc_frame;
 
-#define FC(raw) ((fc_frame *)(void *)(raw))
+#define FC(raw) (raw)
 
 #if FC_STACKREF
 /* 3.14+: f_executable is a _PyStackRef (_PyFrame_GetCode reads it the same
@@ -138,15 +136,13 @@ typedef PyFrameObject fc_frame;
 /* Eval-frame pointer.                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* The casts below change only pointer parameter types (PyFrameObject* /
- * struct _PyInterpreterFrame* <-> coextra_raw_frame*), which share one
- * representation on every ABI CPython supports; gcc's -Wcast-function-type
- * accepts this as a compatible cast. */
+/* coextra_raw_eval_fn is CPython's _PyFrameEvalFunction (frame_compat.h):
+ * these pass CPython's functions on without a cast. */
 
 coextra_raw_eval_fn
 coextra_fc_default_eval(void)
 {
-    return (coextra_raw_eval_fn)_PyEval_EvalFrameDefault;
+    return _PyEval_EvalFrameDefault;
 }
 
 coextra_raw_eval_fn
@@ -159,7 +155,7 @@ coextra_fc_get_eval(PyInterpreterState *interp)
     if (fn == NULL) {
         fn = _PyEval_EvalFrameDefault;
     }
-    return (coextra_raw_eval_fn)fn;
+    return fn;
 }
 
 void
@@ -170,7 +166,7 @@ coextra_fc_set_eval(PyInterpreterState *interp, coextra_raw_eval_fn fn, int allo
      * 3.13: a non-default store also invalidates all tier-2 executors.
      * 3.14: the store is wrapped in stop-the-world (a no-op in GIL builds).
      * 3.9/3.10 store verbatim, so never let NULL through (it would be called). */
-    _PyFrameEvalFunction f = fn ? (_PyFrameEvalFunction)fn : _PyEval_EvalFrameDefault;
+    _PyFrameEvalFunction f = fn ? fn : _PyEval_EvalFrameDefault;
     _PyInterpreterState_SetEvalFrameFunc(interp, f);
 #if FC_EVAL_ALLOW_SPECIALIZATION
     /* 3.15 (gh-146031): every change of the function resets the interpreter's
@@ -986,3 +982,43 @@ coextra_fc_leave_tracing(PyThreadState *tstate)
                           (tstate->c_tracefunc != NULL || tstate->c_profilefunc != NULL);
 #endif
 }
+
+/* ------------------------------------------------------------------------ */
+/* The C stack (3.9-3.11): see frame_compat.h.                              */
+/* ------------------------------------------------------------------------ */
+
+#if COEXTRA_FC_C_STACK_CHECK
+#include <pthread.h>
+
+/* The lowest address the calling thread may use before the margin, computed
+ * on the thread's first deep frame; (char *)1 when the bounds are unknown
+ * (never reached).  Stacks grow down on every platform CPython 3.9-3.11
+ * supports on Linux with glibc. */
+static _Thread_local char *fc_stack_floor;
+
+static char *
+fc_compute_stack_floor(void)
+{
+    pthread_attr_t attr;
+    void *addr;
+    size_t size, margin;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0)
+        return (char *)1;
+    if (pthread_attr_getstack(&attr, &addr, &size) != 0) {
+        pthread_attr_destroy(&attr);
+        return (char *)1;
+    }
+    pthread_attr_destroy(&attr);
+    margin = size / 4 < 256 * 1024 ? size / 4 : 256 * 1024;
+    return (char *)addr + margin;
+}
+
+int
+coextra_fc_c_stack_exhausted(void)
+{
+    char here;
+    if (fc_stack_floor == NULL)
+        fc_stack_floor = fc_compute_stack_floor();
+    return (uintptr_t)&here < (uintptr_t)fc_stack_floor;
+}
+#endif

@@ -11,11 +11,19 @@
 extern "C" {
 #endif
 
-/* The frame handed to an eval-frame function: PyFrameObject* on 3.9/3.10,
- * struct _PyInterpreterFrame* on 3.11+.  The runtime (C++) only ever passes
- * it around; every field access happens in frame_compat.c. */
-typedef struct coextra_raw_frame coextra_raw_frame;
-typedef PyObject *(*coextra_raw_eval_fn)(PyThreadState *tstate, coextra_raw_frame *frame, int throwflag);
+/* The frame handed to an eval-frame function: PyFrameObject on 3.9/3.10,
+ * struct _PyInterpreterFrame on 3.11+ (an incomplete type outside CPython's
+ * internal headers).  The runtime (C++) only ever passes it around; every
+ * field access happens in frame_compat.c.  With CPython's own types, the
+ * dispatcher has exactly the type of an eval-frame function
+ * (_PyFrameEvalFunction, public since 3.9 in cpython/pystate.h): no call
+ * goes through a cast function pointer. */
+#if PY_VERSION_HEX >= 0x030B0000
+typedef struct _PyInterpreterFrame coextra_raw_frame;
+#else
+typedef PyFrameObject coextra_raw_frame;
+#endif
+typedef _PyFrameEvalFunction coextra_raw_eval_fn;
 
 /* --- eval-frame pointer ------------------------------------------------ */
 /* CPython's _PyEval_EvalFrameDefault, typed for us. */
@@ -150,6 +158,35 @@ void coextra_fc_dispose(PyThreadState *tstate, coextra_raw_frame *frame);
 #  define COEXTRA_FC_FRAME_OUTLIVES_EVAL 0
 #else
 #  define COEXTRA_FC_FRAME_OUTLIVES_EVAL 1
+#endif
+
+/* --- the C stack (3.9-3.11) --------------------------------------------- */
+/* Before 3.12, CPython bounds only the Python recursion depth
+ * (sys.setrecursionlimit), and Python-to-Python calls made through an
+ * eval-frame function each take C stack (3.11 inlines them only without
+ * one).  With the limit raised, the C stack runs out first and the process
+ * crashes (3.11, limit 100,000: a pass-through eval-frame function survives
+ * depth 20,000 and segfaults at 50,000).  So the dispatcher asks, for frames
+ * deeper than COEXTRA_FC_C_STACK_CHECK_DEPTH (one field read for all
+ * others), whether the calling thread is within a margin of its stack's end,
+ * and refuses the frame with RecursionError if so.  3.12+ have CPython's own
+ * C recursion check (Py_C_RECURSION_LIMIT, then stack bounds on 3.14). */
+#if PY_VERSION_HEX < 0x030C0000
+#  define COEXTRA_FC_C_STACK_CHECK 1
+#  define COEXTRA_FC_C_STACK_CHECK_DEPTH 100
+/* Python frames running on the thread: 3.11 counts down from the limit. */
+static inline int coextra_fc_python_depth(PyThreadState *tstate) {
+#  if PY_VERSION_HEX >= 0x030B0000
+    return tstate->recursion_limit - tstate->recursion_remaining;
+#  else
+    return tstate->recursion_depth;
+#  endif
+}
+/* 1 if the calling thread's stack has less than a margin left (a quarter of
+ * the stack, at most 256 KiB); 0 also when its bounds are unknown. */
+int coextra_fc_c_stack_exhausted(void);
+#else
+#  define COEXTRA_FC_C_STACK_CHECK 0
 #endif
 
 /* --- tracing ------------------------------------------------------------ */

@@ -7,7 +7,7 @@
 // object and leave every other frame alone.  An observer that watches only
 // the code holding a value in its `only` slot therefore runs here, on the
 // local events of exactly that code, and coextra installs no eval-frame
-// function for it (chain.cpp leaves monitored observers out of its snapshots).
+// function for it (hooks.cpp leaves monitored observers out of its snapshots).
 //
 // Events: a frame starts or resumes with PY_START, PY_RESUME or PY_THROW (a
 // throw() into a suspended generator), and leaves with PY_RETURN, PY_YIELD or

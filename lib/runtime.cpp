@@ -3,6 +3,7 @@
 #include "api.hpp"
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 namespace coextra {
@@ -11,6 +12,23 @@ namespace coextra {
 // published here for the inline slot fast path of coextra.h; the index is
 // filled in when that interpreter's co_extra index is first requested.
 namespace {
+
+// COEXTRA_CHECK_HOOKS=1 (or any value but 0) turns on the check for hooks
+// that return without delegating or finishing the frame (dispatch.cpp), =0
+// turns it off; unset, it follows Python's development mode (-X dev,
+// PYTHONDEVMODE).  Read once per runtime: at its creation.
+bool want_hook_checks() {
+    const char *env = std::getenv("COEXTRA_CHECK_HOOKS");
+    if (env != nullptr && *env != '\0')
+        return std::strcmp(env, "0") != 0;
+    PyObject *flags = PySys_GetObject("flags"); // borrowed
+    PyObject *dev = flags != nullptr ? PyObject_GetAttrString(flags, "dev_mode") : nullptr;
+    const bool on = dev != nullptr && PyObject_IsTrue(dev) == 1;
+    Py_XDECREF(dev);
+    PyErr_Clear();
+    return on;
+}
+
 // What g_fast.interp_list_head points to unless the first interpreter is the
 // main one: never equal to a live interpreter.
 PyInterpreterState *const g_no_list_head = nullptr;
@@ -34,7 +52,7 @@ void publish_key(char *buf, std::size_t n, unsigned major) {
 // withdrawn in the opposite order: whoever sees an entry's interp equal to
 // its own also sees that entry's runtime (the dispatcher relies on it and
 // does not test rt for NULL; see runtime.hpp dispatch_first).
-// Also the main interpreter's dispatcher (chain.cpp dispatch_main), which
+// Also the main interpreter's dispatcher (dispatch.cpp dispatch_main), which
 // reads its runtime without a lookup: bound with the entry, unbound first.
 void register_entry(Runtime *rt) noexcept {
     bind_dispatcher(rt);
@@ -251,6 +269,7 @@ extern "C" const coextra_api *coextra_runtime_attach(void) {
     }
     rt->interp = interp;
     rt->dispatcher = dispatcher_for(interp);
+    rt->check_hooks = want_hook_checks();
     rt->released_error = PyErr_NewExceptionWithDoc(
         "coextra.ReleasedError",
         "A coextra slot or hook handle was used after it was released or removed, or in another "

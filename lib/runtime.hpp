@@ -5,14 +5,13 @@
 #include "coextra_runtime.h"
 #include "frame_compat.h"
 
-#include <boost/container/flat_map.hpp>
-#include <boost/container/small_vector.hpp>
-
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace coextra {
@@ -45,8 +44,61 @@ struct RawAlloc {
 using String = std::basic_string<char, std::char_traits<char>, RawAlloc<char>>;
 template <class T>
 using Vector = std::vector<T, RawAlloc<T>>;
+
+// A map kept as a vector sorted by key: the registry's name and id indexes,
+// a few dozen entries at most, looked up when hooks and slots change, never
+// per frame.  The subset of std::map's interface lib/ uses; like std::map
+// (and unlike a plain vector), a failed insertion leaves it unchanged.
 template <class K, class V>
-using FlatMap = boost::container::flat_map<K, V, std::less<K>, RawAlloc<std::pair<K, V>>>;
+class FlatMap {
+  public:
+    using value_type = std::pair<K, V>;
+    using iterator = typename Vector<value_type>::iterator;
+    using const_iterator = typename Vector<value_type>::const_iterator;
+
+    iterator begin() noexcept { return items_.begin(); }
+    iterator end() noexcept { return items_.end(); }
+    const_iterator begin() const noexcept { return items_.begin(); }
+    const_iterator end() const noexcept { return items_.end(); }
+    std::size_t size() const noexcept { return items_.size(); }
+    bool empty() const noexcept { return items_.empty(); }
+    void clear() noexcept { items_.clear(); }
+
+    iterator find(const K &key) noexcept {
+        iterator it = lower_bound(key);
+        return it != end() && !(key < it->first) ? it : end();
+    }
+    const_iterator find(const K &key) const noexcept { return const_cast<FlatMap *>(this)->find(key); }
+    std::size_t count(const K &key) const noexcept { return find(key) != end() ? 1 : 0; }
+
+    // Inserts (key, value) unless key is present.  Throws std::bad_alloc with
+    // the map unchanged: vector::insert has no effect when allocation fails.
+    template <class... Args>
+    std::pair<iterator, bool> emplace(Args &&...args) {
+        value_type item(std::forward<Args>(args)...);
+        iterator it = lower_bound(item.first);
+        if (it != end() && !(item.first < it->first))
+            return {it, false};
+        return {items_.insert(it, std::move(item)), true};
+    }
+
+    std::size_t erase(const K &key) noexcept {
+        iterator it = find(key);
+        if (it == end())
+            return 0;
+        items_.erase(it);
+        return 1;
+    }
+    iterator erase(const_iterator it) noexcept { return items_.erase(it); }
+
+  private:
+    iterator lower_bound(const K &key) noexcept {
+        return std::lower_bound(items_.begin(), items_.end(), key,
+                                [](const value_type &item, const K &k) { return item.first < k; });
+    }
+
+    Vector<value_type> items_;
+};
 
 // ---------------------------------------------------------------------------
 // The locking seam.  Every mutation of shared runtime state happens inside a
@@ -77,11 +129,17 @@ struct PendingError {
 
 struct Runtime;
 
-// One of the dispatcher's paths (chain.cpp), picked per runtime.
-// rt last: the dispatcher passes CPython's three arguments on in the registers
-// they came in (x86-64, AArch64), adding only rt.
-using FastPath = PyObject *(*)(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt);
-PyObject *dispatch_general_rt(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt);
+// One of the dispatcher's per-frame paths (dispatch.cpp), picked per runtime
+// by pick_frame_path.  CPython's three arguments come first, as the
+// eval-frame function received them, then the runtime.
+using FramePath = PyObject *(*)(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt);
+PyObject *path_general(PyThreadState *tstate, coextra_raw_frame *raw, int throwflag, Runtime *rt);
+
+#if defined(__GNUC__)
+#define COEXTRA_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define COEXTRA_UNLIKELY(x) (x)
+#endif
 
 // One reserved slot.  generation == 0 marks a free index.
 struct SlotRec {
@@ -139,7 +197,7 @@ inline void empty_entry(Block *b, uint32_t i) noexcept {
 
 struct HookRec {
     std::size_t refs = 1; // runtime table + one per chain snapshot holding it
-    uint64_t id = 0;
+    uintptr_t handle = 0; // what coextra_hook* the owner holds: salted, never reused (hooks.cpp)
     uint64_t seq = 0; // registration order, breaks priority ties
     String name;
     int priority = COEXTRA_PRIORITY_DEFAULT;
@@ -149,10 +207,10 @@ struct HookRec {
     uint32_t only_bit = 0; // present_bit(only.index - 1): Block::present's bit for the filter
     uint32_t flags = 0;
     bool active = true;
-    bool removed = false; // chain.cpp sync_hops() after any change of these two
+    bool removed = false; // hooks.cpp sync_hops() after any change of these two
     // Observers (ABI 1.3): they watch (enter/exit) instead of evaluating.  In
     // the chain, eval is a wrapper that calls them around coextra_eval_next
-    // (chain.cpp observer_eval, or the Python face's own); `monitored` ones
+    // (hooks.cpp observer_eval, or the Python face's own); `monitored` ones
     // run on sys.monitoring events instead and are in no snapshot.
     bool observer = false;
     bool monitored = false;
@@ -163,21 +221,32 @@ struct HookRec {
 
 // A snapshot of the active hooks, outermost first, and the steps the inline
 // coextra_eval_next takes through it (hops[j] runs hooks[j]; hops[n] ends at
-// the evaluator).  The hook list never changes; the dispatcher pins the
+// the evaluator below).  The hook list never changes; the dispatcher pins the
 // snapshot it entered with (refs) so that hooks can change the chain (even
 // remove themselves) while frames are in flight: those frames finish through
 // the snapshot they entered, minus hooks removed or deactivated since, whose
-// hops the runtime rewrites into skips in every live snapshot (chain.cpp
-// sync_hops), as it rewrites the last `direct` when the tail changes.
+// hops the runtime rewrites into skips in every live snapshot (hooks.cpp
+// sync_hops), as it rewrites the last `direct` when `below` changes.
 struct Chain {
     std::size_t refs;
     std::size_t n;
     Runtime *rt;
     Chain *prev; // the runtime's live snapshots (Runtime::chains)
     Chain *next;
-    HookRec **hooks;   // n entries, in the same allocation after hops
-    coextra_hop hops[1]; // n + 1 entries (allocated with the right size): at a fixed offset,
-                         // so that a fast path finds a step without loading a pointer
+    coextra_hop *hops; // n + 1 entries, in the same allocation after this struct
+    HookRec **hooks;   // n entries, after the hops
+};
+
+// Where the runtime stands with the interpreter's eval-frame function
+// (install.cpp apply_install, the one place that changes it).
+enum class Install : uint8_t {
+    never,       // no hook was active yet: `below` is unknown
+    installed,   // the dispatcher was put in and not taken out (another tool may
+                 // have replaced it since: dispatcher_displaced)
+    left,        // idle after being displaced: nothing was written back, and
+                 // `below` is still what the dispatcher forwards to if called
+    handed_back, // idle: `below` was made the interpreter's function again and
+                 // may go at any time, so it is never called or reinstated
 };
 
 // sys.monitoring's event numbers (monitor.cpp reads them by name: they move
@@ -202,30 +271,34 @@ struct Runtime {
     std::size_t n_blocks = 0;
 
     // hooks
-    FlatMap<uint64_t, HookRec *> hooks;
-    FlatMap<String, uint64_t> hook_names;
+    FlatMap<uintptr_t, HookRec *> hooks; // by handle
+    FlatMap<String, uintptr_t> hook_names;
     Chain *chain = nullptr; // nullptr when no hook is active
     Chain *chains = nullptr; // every live snapshot: chain and those pinned by frames in flight
-    coextra_raw_eval_fn tail = nullptr; // what was installed before us
-    coextra_evaluator_fn direct_tail = nullptr; // tail when it is CPython's evaluator, else nullptr
-    bool installed = false;              // we put the dispatcher in and have not taken it out
-    int tail_allow_spec = 0;             // tail's 3.15 specialization opt-in (coextra_fc_set_eval)
-    bool tail_is_foreign = false;        // tail is not CPython's own evaluator
-    bool tail_handed_back = false;       // tail was put back as the interpreter's function (chain.cpp)
-    coextra_raw_frame *tail_raw = nullptr; // frame just handed to a foreign tail (loop guard)
-    coextra_raw_eval_fn dispatcher = nullptr; // the function we install (dispatcher_for, at creation)
-    // The dispatcher's path (chain.cpp refresh_fast): while we are installed
-    // over CPython's own evaluator, one specialised for the snapshot `chain`;
-    // else the general path, which sorts out idle, foreign and displaced
-    // cases.
-    FastPath fast_path = &dispatch_general_rt;
+    // The eval-frame function below coextra: what the interpreter ran before
+    // the dispatcher went in (CPython's evaluator, or a foreign tool's).
+    Install install = Install::never;
+    coextra_raw_eval_fn below = nullptr;
+    coextra_raw_eval_fn below_direct = nullptr; // `below` when it is CPython's evaluator, else nullptr
+    bool below_is_foreign = false;              // `below` is not CPython's evaluator
+    int below_allow_spec = 0;                   // its 3.15 specialization opt-in (coextra_fc_set_eval)
+    coextra_raw_frame *loop_guard = nullptr;    // frame just handed to a foreign `below` (dispatch.cpp)
+    coextra_raw_eval_fn dispatcher = nullptr;   // the function we install (dispatcher_for, at creation)
+    // COEXTRA_CHECK_HOOKS=1 or -X dev: a hook that returns a value without
+    // delegating or finishing the frame gets a SystemError (dispatch.cpp).
+    bool check_hooks = false;
+    // The dispatcher's path (install.cpp pick_frame_path): while we are
+    // installed over CPython's own evaluator, one specialised for the
+    // snapshot `chain`; else the general path, which sorts out idle, foreign
+    // and displaced cases.
+    FramePath frame_path = &path_general;
     // The outermost hook's eval, ctx, `only` and its Block::present bit
-    // while fast_path is not the general one, read by the single-hook paths
+    // while frame_path is not the general one, read by the single-hook paths
     // without a load of the hook record.
-    coextra_eval_fn fast_eval = nullptr;
-    void *fast_ctx = nullptr;
-    coextra_slot fast_only{0, 0};
-    uint32_t fast_only_bit = 0;
+    coextra_eval_fn first_eval = nullptr;
+    void *first_ctx = nullptr;
+    coextra_slot first_only{0, 0};
+    uint32_t first_only_bit = 0;
 
     // observers on sys.monitoring (monitor.cpp)
     int mon_tool = -1;              // the sys.monitoring tool id held, or -1
@@ -278,7 +351,7 @@ inline bool entry_holds(const Block *b, coextra_slot slot) noexcept {
 // ---- runtime.cpp ----------------------------------------------------------
 // interpreter -> runtime, read by dispatch() (the subinterpreters' eval-frame
 // function: the main interpreter's finds its runtime without a lookup, see
-// chain.cpp dispatch_main) on every frame, and by every API call.  Entries are
+// dispatch.cpp dispatch_main) on every frame, and by every API call.  Entries are
 // written once per runtime under the GIL of the writing interpreter and
 // cleared at close; readers only compare interpreter pointers they own, so a
 // concurrently changing foreign entry can never match them.
@@ -331,7 +404,7 @@ SlotRec *lookup_slot(Runtime *rt, coextra_slot slot) noexcept;
 SlotRec *checked_slot(Runtime *rt, coextra_slot slot); // error set when nullptr
 void runtime_close_slots(Runtime *rt) noexcept;
 
-// ---- chain.cpp ------------------------------------------------------------
+// ---- the hook chain (hooks.cpp, install.cpp, dispatch.cpp) --------------------
 void hook_decref(HookRec *h) noexcept;
 void runtime_close_hooks(Runtime *rt) noexcept;
 bool dispatcher_displaced(Runtime *rt) noexcept;
@@ -343,7 +416,7 @@ coextra_raw_eval_fn dispatcher_for(PyInterpreterState *interp) noexcept;
 void bind_dispatcher(Runtime *rt) noexcept;
 void unbind_dispatcher(Runtime *rt) noexcept;
 
-// ---- observers (chain.cpp and monitor.cpp) ----------------------------------
+// ---- observers (hooks.cpp and monitor.cpp) ----------------------------------
 // Call an observer's function.  A Python exception it leaves set is reported
 // to sys.unraisablehook and cleared (it must not reach the frame); one that
 // was pending before (gen.throw() sets it before the frame runs) is kept.
@@ -372,16 +445,16 @@ void monitor_close(Runtime *rt) noexcept;
 
 } // namespace coextra
 
-// The frame view handed to hooks; lives on the dispatcher's C stack.  Its
-// head is public (coextra.h, read by the inline coextra_eval_next).
+// The frame view handed to hooks; lives on the dispatcher's C stack, every
+// field written before the first hook runs.  Its head is public (coextra.h,
+// read by the inline coextra_eval_next).
 struct coextra_frame {
     coextra_frame_head head; // tstate, raw, direct, consumed, next
     // The pinned snapshot (and through it the runtime) of a chain frame;
-    // not written on the single-hook paths, where nothing reads it
-    // (chain.cpp run_single_inline).
+    // nullptr on the single-hook paths, which pin none (dispatch.cpp).
     coextra::Chain *chain;
 #if !COEXTRA_FC_FRAME_OUTLIVES_EVAL
-    PyCodeObject *code; // nullptr until first read (chain.cpp code_of)
+    PyCodeObject *code = nullptr; // until first read (chain.hpp code_of)
 #endif
 };
 static_assert(offsetof(coextra_frame, head) == 0, "the frame head is what coextra.h reads");

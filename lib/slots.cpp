@@ -139,6 +139,21 @@ Block *ensure_block(Runtime *rt, PyObject *code, uint32_t needed) {
     return b;
 }
 
+// A free function call taken out of the registry under its lock and run
+// after the lock is released: free functions are the owner's code and may
+// call back into coextra (reserve, store, release, add hooks), which takes
+// the lock again (a no-op on GIL builds today; a mutex on free-threaded
+// builds, where calling out under it would deadlock).
+struct FreeCall {
+    coextra_free_fn fn = nullptr;
+    void *value = nullptr;
+    void *ctx = nullptr;
+    void run() const {
+        if (fn != nullptr && value != nullptr)
+            fn(value, ctx);
+    }
+};
+
 // The co_extra free function.  CPython's code_dealloc calls it for EVERY
 // index below the array's size, with NULL where nothing was stored (3.9–3.14,
 // contrary to the docs), and it runs before weakref callbacks.  It may run
@@ -151,29 +166,32 @@ void block_free_cb(void *p) {
     if (b->pub.magic != COEXTRA_BLOCK_MAGIC)
         return; // not ours: never touch foreign data
     Runtime *rt = b->rt;
-    RegistryLock lock;
-    b->dying = true;
+    b->dying = true; // slot_foreach skips it: its code object has no reference left
     // The block stays linked while its free functions run: one of them may
     // release another slot whose value is still in this block, and
     // slot_release must then find and free it here, because once release
     // returns, that slot's free function and ctx may be gone and its index
     // may belong to a new slot.  Nothing can store into this block: its code
-    // object is unreachable.  Re-read rt->slots on every step because a free
-    // function that reserves slots may reallocate it.
+    // object is unreachable.  Each entry is detached under the registry
+    // lock and its free function called after the lock is released (it may
+    // call back into coextra); rt->slots is re-read on every step because a
+    // free function that reserves slots may reallocate it.
     for (uint32_t i = 0; i < b->pub.capacity; i++) {
-        coextra_block_entry &e = b->pub.entries[i];
-        if (e.value == nullptr)
-            continue;
-        void *value = e.value;
-        empty_entry(b, i);
-        b->n_values--;
-        SlotRec &rec = rt->slots[i];
-        coextra_free_fn fn = rec.free_fn;
-        void *ctx = rec.ctx;
-        rec.live--;
-        if (fn != nullptr)
-            fn(value, ctx);
+        FreeCall call;
+        {
+            RegistryLock lock;
+            coextra_block_entry &e = b->pub.entries[i];
+            if (e.value == nullptr)
+                continue;
+            SlotRec &rec = rt->slots[i];
+            call = FreeCall{rec.free_fn, e.value, rec.ctx};
+            empty_entry(b, i);
+            b->n_values--;
+            rec.live--;
+        }
+        call.run();
     }
+    RegistryLock lock;
     unlink_block(rt, b);
     destroy_block(b);
     runtime_decref(rt);
@@ -243,13 +261,163 @@ SlotRec *checked_slot(Runtime *rt, coextra_slot slot) {
     return nullptr;
 }
 
-
 void runtime_close_slots(Runtime *rt) noexcept {
     // Values stay where they are: each code object that still holds a block
     // runs its free functions when it dies.  Names go, so nothing can look
     // a slot up any more.
     rt->slot_names.clear();
 }
+
+namespace {
+
+// slot_release's part under the lock: every value of `slot` out of its
+// blocks into `values`, the slot retired; its free function and ctx out.
+int detach_slot(coextra_slot slot, Vector<void *> &values, coextra_free_fn *fn_out, void **ctx_out) {
+    RegistryLock lock;
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    if (rec == nullptr)
+        return -1;
+    try {
+        values.reserve(rec->live);
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    // Detach every value first (walking only the blocks coextra tracks, never
+    // the heap), then run the free functions: they may run arbitrary code,
+    // including code that reserves this very index again.
+    const uint32_t i = slot.index - 1;
+    for (Block *b = rt->blocks; b != nullptr; b = b->next) {
+        if (i >= b->pub.capacity)
+            continue;
+        coextra_block_entry &e = b->pub.entries[i];
+        if (e.generation != slot.generation)
+            continue;
+        if (e.value != nullptr) {
+            values.push_back(e.value); // within the reserved capacity
+            b->n_values--;
+        }
+        empty_entry(b, i);
+    }
+    if (rec->watchers > 0) {
+        // Observers keep their (now stale) `only`: they never match again.
+        rec->watchers = 0;
+        for (Block *b = rt->blocks; b != nullptr; b = b->next)
+            if (b->monitored)
+                monitor_unwatch(rt, b);
+    }
+    coextra_free_fn fn = rec->free_fn;
+    void *ctx = rec->ctx;
+    rt->slot_names.erase(rec->name);
+    // No allocation: the name moves aside for the stale handle's error, and
+    // the buffers left over (the previous release's name, the owner) are
+    // freed, so that an index holds at most one old name.
+    rec->released_name.swap(rec->name);
+    rec->released_generation = slot.generation;
+    String().swap(rec->name);
+    String().swap(rec->owner);
+    rec->free_fn = nullptr;
+    rec->ctx = nullptr;
+    rec->generation = 0;
+    rec->live = 0;
+    rt->free_indices.push_back(slot.index); // capacity reserved when the slot was made
+    *fn_out = fn;
+    *ctx_out = ctx;
+    return 0;
+}
+
+// slot_clear's part under the lock: the value out of its entry into *freed.
+int clear_entry(PyObject *code, coextra_slot slot, FreeCall *freed) {
+    RegistryLock lock;
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    if (rec == nullptr)
+        return -1;
+    if (code == nullptr || !PyCode_Check(code))
+        return type_error_code(code);
+    Block *b = get_block(rt, code);
+    const uint32_t i = slot.index - 1;
+    if (b == nullptr || i >= b->pub.capacity || b->pub.entries[i].generation != slot.generation)
+        return 0;
+    void *old = b->pub.entries[i].value;
+    empty_entry(b, i);
+    if (old == nullptr)
+        return 0;
+    b->n_values--;
+    rec->live--;
+    if (rec->watchers > 0)
+        monitor_unwatch(rt, b);
+    *freed = FreeCall{rec->free_fn, old, rec->ctx};
+    return 0;
+}
+
+// slot_set's part under the lock: the store; the value it replaces into *replaced.
+int store_entry(PyObject *code, coextra_slot slot, void *value, FreeCall *replaced) {
+    RegistryLock lock;
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    if (rec == nullptr)
+        return -1;
+    if (code == nullptr || !PyCode_Check(code))
+        return type_error_code(code);
+    Block *b = ensure_block(rt, code, slot.index);
+    if (b == nullptr)
+        return -1;
+    // An observer on sys.monitoring watches this slot: the code's local
+    // events go on first, so that a failure leaves nothing stored.
+    if (rec->watchers > 0 && !b->monitored) {
+        if (monitor_set_events(rt, b, true) < 0)
+            return -1;
+        b->monitored = true;
+    }
+    const coextra_block_entry &e = b->pub.entries[slot.index - 1];
+    void *old = e.generation == slot.generation ? e.value : nullptr;
+    set_entry(b, slot.index - 1, value, slot.generation);
+    if (old == value)
+        return 0; // storing the same pointer again frees nothing
+    if (old == nullptr) {
+        b->n_values++;
+        rec->live++;
+        return 0;
+    }
+    *replaced = FreeCall{rec->free_fn, old, rec->ctx};
+    return 0;
+}
+
+// slot_foreach's part under the lock: strong references to the code objects
+// that hold a value in `slot` (none of a dying block: its code object has no
+// reference left, and a free function running from its code_dealloc must
+// not see it).
+int snapshot_codes(coextra_slot slot, Vector<PyObject *> &codes) {
+    RegistryLock lock;
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    if (rec == nullptr)
+        return -1;
+    try {
+        codes.reserve(rec->live);
+        for (Block *b = rt->blocks; b != nullptr; b = b->next)
+            if (!b->dying && entry_holds(b, slot))
+                codes.push_back(b->code);
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (PyObject *code : codes)
+        Py_INCREF(code);
+    return 0;
+}
+
+} // namespace
 
 namespace api {
 
@@ -324,59 +492,13 @@ int slot_reserve(const char *name, coextra_free_fn free_fn, void *ctx, coextra_s
     return slot_reserve_ex(name, free_fn, ctx, 0, out);
 }
 
+// Free functions run after the registry lock is released (see FreeCall).
 int slot_release(coextra_slot slot) {
-    RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
-        return -1;
-    SlotRec *rec = checked_slot(rt, slot);
-    if (rec == nullptr)
-        return -1;
     Vector<void *> values;
-    try {
-        values.reserve(rec->live);
-    } catch (const std::bad_alloc &) {
-        PyErr_NoMemory();
+    coextra_free_fn fn;
+    void *ctx;
+    if (detach_slot(slot, values, &fn, &ctx) < 0)
         return -1;
-    }
-    // Detach every value first (walking only the blocks coextra tracks, never
-    // the heap), then run the free functions: they may run arbitrary code,
-    // including code that reserves this very index again.
-    const uint32_t i = slot.index - 1;
-    for (Block *b = rt->blocks; b != nullptr; b = b->next) {
-        if (i >= b->pub.capacity)
-            continue;
-        coextra_block_entry &e = b->pub.entries[i];
-        if (e.generation != slot.generation)
-            continue;
-        if (e.value != nullptr) {
-            values.push_back(e.value); // within the reserved capacity
-            b->n_values--;
-        }
-        empty_entry(b, i);
-    }
-    if (rec->watchers > 0) {
-        // Observers keep their (now stale) `only`: they never match again.
-        rec->watchers = 0;
-        for (Block *b = rt->blocks; b != nullptr; b = b->next)
-            if (b->monitored)
-                monitor_unwatch(rt, b);
-    }
-    coextra_free_fn fn = rec->free_fn;
-    void *ctx = rec->ctx;
-    rt->slot_names.erase(rec->name);
-    // No allocation: the name moves aside for the stale handle's error, and
-    // the buffers left over (the previous release's name, the owner) are
-    // freed, so that an index holds at most one old name.
-    rec->released_name.swap(rec->name);
-    rec->released_generation = slot.generation;
-    String().swap(rec->name);
-    String().swap(rec->owner);
-    rec->free_fn = nullptr;
-    rec->ctx = nullptr;
-    rec->generation = 0;
-    rec->live = 0;
-    rt->free_indices.push_back(slot.index); // capacity reserved when the slot was made
     if (fn != nullptr)
         for (void *v : values)
             fn(v, ctx);
@@ -384,67 +506,22 @@ int slot_release(coextra_slot slot) {
 }
 
 int slot_clear(PyObject *code, coextra_slot slot) {
-    RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
+    FreeCall freed;
+    if (clear_entry(code, slot, &freed) < 0)
         return -1;
-    SlotRec *rec = checked_slot(rt, slot);
-    if (rec == nullptr)
-        return -1;
-    if (code == nullptr || !PyCode_Check(code))
-        return type_error_code(code);
-    Block *b = get_block(rt, code);
-    const uint32_t i = slot.index - 1;
-    if (b == nullptr || i >= b->pub.capacity || b->pub.entries[i].generation != slot.generation)
-        return 0;
-    void *old = b->pub.entries[i].value;
-    empty_entry(b, i);
-    if (old == nullptr)
-        return 0;
-    b->n_values--;
-    rec->live--;
-    if (rec->watchers > 0)
-        monitor_unwatch(rt, b);
-    if (rec->free_fn != nullptr)
-        rec->free_fn(old, rec->ctx);
+    freed.run(); // after the lock: see FreeCall
     return 0;
 }
 
 int slot_set(PyObject *code, coextra_slot slot, void *value) {
     if (value == nullptr)
         return slot_clear(code, slot);
-    RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
+    FreeCall replaced;
+    if (store_entry(code, slot, value, &replaced) < 0)
         return -1;
-    SlotRec *rec = checked_slot(rt, slot);
-    if (rec == nullptr)
-        return -1;
-    if (code == nullptr || !PyCode_Check(code))
-        return type_error_code(code);
-    Block *b = ensure_block(rt, code, slot.index);
-    if (b == nullptr)
-        return -1;
-    // An observer on sys.monitoring watches this slot: the code's local
-    // events go on first, so that a failure leaves nothing stored.
-    if (rec->watchers > 0 && !b->monitored) {
-        if (monitor_set_events(rt, b, true) < 0)
-            return -1;
-        b->monitored = true;
-    }
-    const coextra_block_entry &e = b->pub.entries[slot.index - 1];
-    void *old = e.generation == slot.generation ? e.value : nullptr;
-    set_entry(b, slot.index - 1, value, slot.generation);
-    if (old == value)
-        return 0; // storing the same pointer again frees nothing
-    if (old == nullptr) {
-        b->n_values++;
-        rec->live++;
-        return 0;
-    }
-    // Like CPython's SetExtra: the replaced value is freed, after the store.
-    if (rec->free_fn != nullptr)
-        rec->free_fn(old, rec->ctx);
+    // Like CPython's SetExtra: the replaced value is freed, after the store
+    // (and after the lock: see FreeCall).
+    replaced.run();
     return 0;
 }
 
@@ -466,35 +543,21 @@ Py_ssize_t slot_live(coextra_slot slot) {
 }
 
 // ABI 1.4.  The walk holds no pointer into the block list while fn runs
-// (fn may free blocks, by killing code objects, or add them): it collects
-// strong references to the code objects first, then re-reads each value.
+// (fn may free blocks, by killing code objects, or add them), nor the lock
+// (fn may call back into coextra): it takes the code objects first, then
+// re-reads each value at its turn.
 int slot_foreach(coextra_slot slot, coextra_slot_visit_fn fn, void *arg) {
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
-        return -1;
-    if (checked_slot(rt, slot) == nullptr)
-        return -1;
     if (fn == nullptr) {
         PyErr_SetString(PyExc_ValueError, "coextra_slot_foreach: fn is NULL");
         return -1;
     }
     Vector<PyObject *> codes;
-    try {
-        codes.reserve(lookup_slot(rt, slot)->live);
-        for (Block *b = rt->blocks; b != nullptr; b = b->next)
-            // A dying block's code object has no reference left: a free
-            // function running from its code_dealloc must not see it.
-            if (!b->dying && entry_holds(b, slot))
-                codes.push_back(b->code);
-    } catch (const std::bad_alloc &) {
-        PyErr_NoMemory();
+    if (snapshot_codes(slot, codes) < 0)
         return -1;
-    }
-    for (PyObject *code : codes)
-        Py_INCREF(code);
+    Runtime *rt = current_runtime();
     int rc = 0;
     for (PyObject *code : codes) {
-        void *value = block_value(rt, code, slot);
+        void *value = rt ? block_value(rt, code, slot) : nullptr;
         if (value == nullptr)
             continue; // cleared (or replaced by nothing) since the snapshot
         rc = fn(code, value, arg);

@@ -38,13 +38,13 @@ void py_slot_free(void *value, void *ctx_) {
         // ctx and drops ctx->on_free while the call is still running.
         PyObject *fn = ctx->on_free;
         Py_INCREF(fn);
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        PyObject *r = PyObject_CallOneArg(fn, v);
-        if (r == nullptr)
-            PyErr_WriteUnraisable(fn);
-        Py_XDECREF(r);
-        PyErr_Restore(et, ev, tb);
+        {
+            SavedError saved;
+            PyObject *r = PyObject_CallOneArg(fn, v);
+            if (r == nullptr)
+                PyErr_WriteUnraisable(fn);
+            Py_XDECREF(r);
+        }
         Py_DECREF(fn);
     }
     Py_DECREF(v);
@@ -139,12 +139,9 @@ PyObject *slot_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
 // is part of a cycle with its Slot (a closure over it) still runs with its
 // closure and globals intact instead of after tp_clear emptied them.
 void slot_finalize(PyObject *self_) {
-    SlotObject *s = as_slot(self_);
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    if (do_release(s) < 0)
+    SavedError saved;
+    if (do_release(as_slot(self_)) < 0)
         PyErr_Clear(); // runtime gone: slot_dealloc handles the leftovers
-    PyErr_Restore(et, ev, tb);
 }
 
 void slot_dealloc(PyObject *self_) {
@@ -155,15 +152,15 @@ void slot_dealloc(PyObject *self_) {
     PyObject_GC_UnTrack(self_);
     if (s->weakrefs)
         PyObject_ClearWeakRefs(self_);
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    if (s->handle.generation != 0 && s->api->slot_release(s->handle) < 0) {
-        // The runtime is gone (late finalization): the values left in code
-        // objects still need ctx, so it is deliberately not freed.
-        PyErr_Clear();
-        s->ctx = nullptr;
+    if (s->handle.generation != 0) {
+        SavedError saved;
+        if (s->api->slot_release(s->handle) < 0) {
+            // The runtime is gone (late finalization): the values left in code
+            // objects still need ctx, so it is deliberately not freed.
+            PyErr_Clear();
+            s->ctx = nullptr;
+        }
     }
-    PyErr_Restore(et, ev, tb);
     if (s->ctx != nullptr) {
         Py_CLEAR(s->ctx->on_free);
         PyMem_RawFree(s->ctx);

@@ -5,6 +5,20 @@
 
 namespace coextra::py {
 
+// Keeps the pending exception (if any) aside for the guard's life and puts it
+// back at its end: around code that may raise and clear errors of its own
+// while an exception is propagating (dealloc, finalizers, on_free).
+class SavedError {
+  public:
+    SavedError() noexcept { PyErr_Fetch(&type_, &value_, &tb_); }
+    ~SavedError() { PyErr_Restore(type_, value_, tb_); }
+    SavedError(const SavedError &) = delete;
+    SavedError &operator=(const SavedError &) = delete;
+
+  private:
+    PyObject *type_, *value_, *tb_;
+};
+
 struct ModuleState {
     const coextra_api *api; // the table of the runtime this interpreter uses
     PyObject *slot_type;

@@ -17,6 +17,13 @@ SIDROOT = os.path.join(ROOT, "tools", "sidroot.sh")
 # Interpreters from Debian sid, run inside the sid root (tools/sidroot.sh): (tag, exe inside the root).
 SID_PYTHONS = [("py3.13-sid", "/usr/bin/python3.13"), ("py3.14", "/usr/bin/python3.14"),
                ("py3.14d", "/usr/bin/python3.14d"), ("py3.15", "/usr/bin/python3.15")]
+# Extra builds of one Python (rows "py3.12-<name>"): name -> (meson options, environment).  The matrix
+# builds with GCC at debugoptimized (asserts on); these rows build with clang, and as
+# `pip install .` builds (release: -O3, NDEBUG), and run the doctest and unittest suites only.
+VARIANT_PYTHON = "3.12"
+VARIANTS = {"clang": ([], {"CC": "clang", "CXX": "clang++"}),
+            "release": (["-Dbuildtype=release"], {})}
+VARIANT_SUITES = ("doctest", "unittest")
 
 
 def log(msg):
@@ -33,8 +40,9 @@ def pyenv_root():
 class Interp:
     """One row of the matrix: an interpreter, where it runs, and the tag its build is named by."""
 
-    def __init__(self, exe, kind, tag=None):
+    def __init__(self, exe, kind, tag=None, variant=None):
         self.exe, self.kind, self.tag = exe, kind, tag  # kind: "pyenv" | "system" | "sid"
+        self.variant = variant  # a key of VARIANTS, or None
 
     @property
     def sid(self):
@@ -61,8 +69,9 @@ def python_version(interp):
 
 
 def find_pythons():
-    """[Interp].  PYTHONS="exe sid:exe ..." overrides discovery (sid:EXE = EXE inside the sid root);
-    COEXTRA_SID=0 leaves out the sid rows (reported, never silent)."""
+    """[Interp].  PYTHONS="exe sid:exe ..." overrides discovery (sid:EXE = EXE inside the sid root;
+    the VARIANTS rows then only with COEXTRA_VARIANTS); COEXTRA_SID=0 leaves out the sid rows
+    (reported, never silent)."""
     if os.environ.get("PYTHONS"):
         found = []
         for exe in os.environ["PYTHONS"].split():
@@ -73,6 +82,8 @@ def find_pythons():
                                     tags[0] if tags else None))
             else:
                 found.append(Interp(exe, "pyenv" if exe.startswith(pyenv_root()) else "system"))
+        if os.environ.get("COEXTRA_VARIANTS"):
+            found += variant_rows(found)
         return found
     exes = []
     for d in sorted(glob.glob(os.path.join(pyenv_root(), "versions", "*"))):
@@ -81,6 +92,7 @@ def find_pythons():
             exes.append(os.path.join(d, "bin", "python%s.%s" % (m[1], m[2])))
     exes.sort(key=lambda e: [int(x) for x in re.findall(r"python(\d+)\.(\d+)", e)[0]])
     found = [Interp(e, "pyenv") for e in exes]
+    found += variant_rows(found)
     if os.path.exists("/usr/bin/python3"):
         found.append(Interp("/usr/bin/python3", "system"))
     if os.environ.get("COEXTRA_SID", "1") != "0":
@@ -90,11 +102,28 @@ def find_pythons():
     return found
 
 
+def variant_rows(found):
+    """The VARIANTS rows of the pyenv VARIANT_PYTHON among found (COEXTRA_VARIANTS="clang" etc. picks,
+    "" drops them)."""
+    names = os.environ.get("COEXTRA_VARIANTS", " ".join(VARIANTS)).split()
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        sys.exit("COEXTRA_VARIANTS: unknown %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(VARIANTS)))
+    base = [i for i in found if i.kind == "pyenv" and not i.variant
+            and re.search(r"/%s\.\d+/bin/|python%s$" % (re.escape(VARIANT_PYTHON), re.escape(VARIANT_PYTHON)), i.exe)]
+    if names and not base:
+        log("no pyenv Python %s: the rows %s are NOT run" % (VARIANT_PYTHON, ", ".join(
+            "py%s-%s" % (VARIANT_PYTHON, n) for n in names)))
+    return [Interp(i.exe, i.kind, variant=name) for i in base[:1] for name in names]
+
+
 def tag_for(interp):
     ver = python_version(interp)
     if interp.tag is None:
         short = ".".join(ver.split(".")[:2])
         interp.tag = {"system": "py%s-system", "sid": "py%s-sid"}.get(interp.kind, "py%s") % short
+        if interp.variant:
+            interp.tag += "-" + interp.variant
     return interp.tag, ver
 
 
@@ -116,16 +145,16 @@ def run(cmd, log_path=None, timeout=1800, env=None, cwd=ROOT, interp=None):
     return rc, out
 
 
-def setup_deps(interps=()):
+def setup_deps(interps=(), say=log):
     rc, out = run(["bash", os.path.join(ROOT, "tools", "setup-deps.sh")], timeout=1800)
     if rc != 0:
-        log(out)
+        say(out)
         sys.exit("setup-deps failed")
     if any(i.sid for i in interps):
         # Not fatal here: a sid row whose interpreter is missing fails loudly below.
         t0 = time.time()
         rc, out = run(["bash", SIDROOT, "ensure"], timeout=3000)
-        log(("sid root: %s (%.0fs)" % (out.strip().splitlines()[-1] if out.strip() else "ready", time.time() - t0))
+        say(("sid root: %s (%.0fs)" % (out.strip().splitlines()[-1] if out.strip() else "ready", time.time() - t0))
             if rc == 0 else "SID ROOT SET-UP FAILED (rc=%d):\n%s" % (rc, out))
 
 
@@ -134,11 +163,12 @@ def build_one(tag, interp, logf, extra_opts=()):
     bdir = os.path.join(BUILD, "meson-" + tag)
     stage = os.path.join(BUILD, tag)
     prefix = os.path.join(BUILD, "install-" + tag)
+    opts, env = VARIANTS[interp.variant] if interp.variant else ([], {})
     if not os.path.exists(os.path.join(bdir, "build.ninja")):
         rc, out = run(["meson", "setup", bdir, "-Dpython=" + interp.exe, "--prefix=" + prefix,
-                       "-Dpython.platlibdir=" + stage, "-Dpython.purelibdir=" + stage] + list(extra_opts)
+                       "-Dpython.platlibdir=" + stage, "-Dpython.purelibdir=" + stage] + opts + list(extra_opts)
                       + os.environ.get("COEXTRA_MESON_OPTS", "").split(),
-                      logf, interp=interp)
+                      logf, interp=interp, env=dict(os.environ, **env))
         if rc != 0:
             return False, "meson setup failed"
     rc, out = run(["meson", "compile", "-C", bdir], logf, interp=interp)
@@ -150,15 +180,16 @@ def build_one(tag, interp, logf, extra_opts=()):
     return True, ""
 
 
-def cmd_build(args):
+def cmd_build(args, say=log):
+    """Build every row; say() gets the progress lines (make demo collects them instead)."""
     interps = find_pythons()
-    setup_deps(interps)
+    setup_deps(interps, say)
     os.makedirs(BUILD, exist_ok=True)
     ok_all = True
     results = []
     for interp in interps:
         if not interp.exists():
-            log("MISSING: %s%s" % (interp.exe, " (in the sid root)" if interp.sid else ""))
+            say("MISSING: %s%s" % (interp.exe, " (in the sid root)" if interp.sid else ""))
             results.append((interp.tag or interp.exe, interp, "?", False, "interpreter missing"))
             ok_all = False
             continue
@@ -166,7 +197,7 @@ def cmd_build(args):
         logf = os.path.join(BUILD, "log-%s.txt" % tag)
         open(logf, "w").close()
         ok, why = build_one(tag, interp, logf)
-        log("%-16s %-8s %s" % (tag, ver, "built" if ok else "BUILD FAILED: %s (see %s)" % (why, logf)))
+        say("%-16s %-8s %s" % (tag, ver, "built" if ok else "BUILD FAILED: %s (see %s)" % (why, logf)))
         results.append((tag, interp, ver, ok, why))
         ok_all &= ok
     return ok_all, results
@@ -249,7 +280,7 @@ def suite_bench(tag, interp, logf):
     env = dict(os.environ, PYTHONPATH=os.path.join(BUILD, tag), COEXTRA_BUILD_TAG=tag, PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONHOME", None)
     rc, out = run([interp.exe, os.path.join(ROOT, "bench", "run_bench.py"), "--quick"], logf, timeout=300, env=env, interp=interp)
-    return (1, 0, "") if rc == 0 else (0, 1, "bench --quick rc=%d" % rc)
+    return (1, 0, "smoke check: nothing timed is asserted") if rc == 0 else (0, 1, "bench --quick rc=%d" % rc)
 
 
 def suite_cpython(tag, interp, logf):
@@ -286,7 +317,10 @@ def cmd_test(args):
             continue
         for name, fn in SUITES:
             t0 = time.time()
-            p, f, detail = fn(tag, interp, logf)
+            if interp.variant and name not in VARIANT_SUITES:
+                p, f, detail = 0, 0, "n/a (%s build: %s only)" % (interp.variant, ", ".join(VARIANT_SUITES))
+            else:
+                p, f, detail = fn(tag, interp, logf)
             rows.append((tag, ver, name, p, f, ("%s %.0fs" % (detail, time.time() - t0)).strip()))
             total_p += p
             total_f += f
@@ -303,7 +337,6 @@ def cmd_test(args):
 
 def cmd_demo(args):
     """Build for one Python (PYTHONS, else python3 on PATH) quietly, then run examples/coexist/demo.py."""
-    global log
     if not os.environ.get("PYTHONS"):
         try:  # through pyenv's shim, if any, to the real interpreter
             exe = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"], capture_output=True,
@@ -312,11 +345,7 @@ def cmd_demo(args):
             exe = "/usr/bin/python3"
         os.environ["PYTHONS"] = exe
     messages = []
-    real_log, log = log, messages.append
-    try:
-        ok, results = cmd_build(args)
-    finally:
-        log = real_log
+    ok, results = cmd_build(args, say=messages.append)
     if not ok or not results:
         print("\n".join(messages))
         return 1
@@ -334,7 +363,7 @@ def cmd_bench(args):
     rc = 0 if ok else 1
     kinds = os.environ.get("COEXTRA_BENCH_BUILDS", "test release").split()
     for tag, interp, ver, ok, why in results:
-        if not ok:
+        if not ok or interp.variant:
             continue
         for kind in kinds:
             btag = tag if kind == "test" else "%s-%s" % (tag, kind)
@@ -362,10 +391,8 @@ def main():
         ok, _ = cmd_build(args)
         return 0 if ok else 1
     if args.command == "sanitize":
-        # ASan+UBSan and valgrind runs (tools/sanitize.py)
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import sanitize
-        return sanitize.main(sys.modules[__name__], args)
+        # ASan+UBSan and valgrind runs: tools/sanitize.py, which imports this file as a library
+        return subprocess.call([sys.executable, os.path.join(ROOT, "tools", "sanitize.py")] + args.rest)
     return {"test": cmd_test, "demo": cmd_demo, "bench": cmd_bench}[args.command](args)
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import make  # tools/make.py: the build, run and log helpers this reuses (one-way: make.py only starts this)
+
 # Versions sanitized by default (PYTHONS="exe ..." overrides); valgrind runs on the first.
 DEFAULT_VERSIONS = ("3.11", "3.12")
 # Frames that are coextra's own code (runtime, bindings, test consumers): a report whose
@@ -37,8 +39,8 @@ def asan_runtime():
     return ":".join(paths)
 
 
-def select_pythons(m):
-    found = [i for i in m.find_pythons() if not i.sid]  # sanitizer runtimes are the host's
+def select_pythons():
+    found = [i for i in make.find_pythons() if not i.sid and not i.variant]  # sanitizer runtimes are the host's
     if os.environ.get("PYTHONS"):
         return found
     chosen = []
@@ -51,7 +53,7 @@ def select_pythons(m):
     return chosen
 
 
-def build_asan(m, tag, exe, base, logf):
+def build_asan(tag, exe, base, logf):
     bdir = os.path.join(base, "meson")
     stage = os.path.join(base, "stage")
     if not os.path.exists(os.path.join(bdir, "build.ninja")):
@@ -59,14 +61,14 @@ def build_asan(m, tag, exe, base, logf):
         opts = ["-Db_sanitize=address,undefined", "-Db_lundef=false", "-Dbench=false", "-Dexamples=true",
                 "-Dsystem_install=false", "-Dc_args=-fno-omit-frame-pointer",
                 "-Dcpp_args=-fno-omit-frame-pointer"]
-        rc, _ = m.run(["meson", "setup", bdir, "-Dpython=" + exe, "--prefix=" + os.path.join(base, "install"),
-                       "-Dpython.platlibdir=" + stage, "-Dpython.purelibdir=" + stage] + opts, logf)
+        rc, _ = make.run(["meson", "setup", bdir, "-Dpython=" + exe, "--prefix=" + os.path.join(base, "install"),
+                          "-Dpython.platlibdir=" + stage, "-Dpython.purelibdir=" + stage] + opts, logf)
         if rc != 0:
             return False
-    rc, _ = m.run(["meson", "compile", "-C", bdir], logf)
+    rc, _ = make.run(["meson", "compile", "-C", bdir], logf)
     if rc != 0:
         return False
-    rc, _ = m.run(["meson", "install", "-C", bdir, "--quiet"], logf)
+    rc, _ = make.run(["meson", "install", "-C", bdir, "--quiet"], logf)
     return rc == 0
 
 
@@ -119,7 +121,7 @@ def read_logs(logdir):
     return text
 
 
-def sanitizer_env(m, logdir, asan_rt, leaks, preload):
+def sanitizer_env(logdir, asan_rt, leaks, preload):
     os.makedirs(logdir, exist_ok=True)
     env = dict(os.environ)
     env["ASAN_OPTIONS"] = ":".join([
@@ -134,18 +136,18 @@ def sanitizer_env(m, logdir, asan_rt, leaks, preload):
     return env
 
 
-def run_doctest_asan(m, tag, exe, base, logf, asan_rt):
+def run_doctest_asan(tag, exe, base, logf, asan_rt):
     logdir = os.path.join(base, "logs-doctest")
     shutil.rmtree(logdir, ignore_errors=True)
-    env = sanitizer_env(m, logdir, asan_rt, leaks=1, preload=False)
+    env = sanitizer_env(logdir, asan_rt, leaks=1, preload=False)
     # libpython has no frame pointers: only the slow unwinder follows a leaked block's
     # allocation stack through CPython into coextra's frames.
     env["ASAN_OPTIONS"] += ":fast_unwind_on_malloc=0:malloc_context_size=40"
-    env.update(PYTHONPATH=os.path.join(base, "stage"), PYTHONHOME=m.sys_prefix(exe))
+    env.update(PYTHONPATH=os.path.join(base, "stage"), PYTHONHOME=make.sys_prefix(exe))
     binary = os.path.join(base, "meson", "tests", "test_runtime")
     if not os.path.exists(binary):
         return {"ok": False, "detail": "doctest binary missing"}
-    rc, out = m.run([binary], logf, timeout=1200, env=env)
+    rc, out = make.run([binary], logf, timeout=1200, env=env)
     mm = re.search(r"test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed", out)
     text = read_logs(logdir) + "\n" + out
     mine, other, leaks = classify(split_reports(text))
@@ -155,16 +157,16 @@ def run_doctest_asan(m, tag, exe, base, logf, asan_rt):
             "detail": "doctest %s/%s passed, rc=%d" % (mm[2] if mm else "?", mm[1] if mm else "?", rc)}
 
 
-def run_unittests_asan(m, tag, exe, base, logf, asan_rt):
+def run_unittests_asan(tag, exe, base, logf, asan_rt):
     logdir = os.path.join(base, "logs-python")
     shutil.rmtree(logdir, ignore_errors=True)
-    env = sanitizer_env(m, logdir, asan_rt, leaks=0, preload=True)
-    directory = os.path.join(m.ROOT, "tests", "python")
+    env = sanitizer_env(logdir, asan_rt, leaks=0, preload=True)
+    directory = os.path.join(make.ROOT, "tests", "python")
     env.update(PYTHONPATH=os.pathsep.join([os.path.join(base, "stage"), directory]), COEXTRA_BUILD_TAG=tag,
                PYTHONDONTWRITEBYTECODE="1", COEXTRA_SANITIZE="1")
     env.pop("PYTHONHOME", None)
-    rc, out = m.run([exe, os.path.join(m.ROOT, "tests", "run_unittests.py"), directory], logf, timeout=2400,
-                    env=env)
+    rc, out = make.run([exe, os.path.join(make.ROOT, "tests", "run_unittests.py"), directory], logf, timeout=2400,
+                       env=env)
     mm = re.search(r"^COEXTRA-RESULT passed=(\d+) failed=(\d+) skipped=(\d+)$", out, re.M)
     text = read_logs(logdir) + "\n" + out
     mine, other, leaks = classify(split_reports(text))
@@ -199,35 +201,35 @@ def parse_valgrind(text):
     return [(k, "\n".join(lines)) for k, lines in records]
 
 
-def run_valgrind(m, tag, exe, logf):
+def run_valgrind(tag, exe, logf):
     if not shutil.which("valgrind"):
         return [{"name": "valgrind", "ok": False, "detail": "valgrind not installed"}]
-    ok, why = m.build_one(tag, m.Interp(exe, "pyenv"), logf)
+    ok, why = make.build_one(tag, make.Interp(exe, "pyenv"), logf)
     if not ok:
         return [{"name": "valgrind", "ok": False, "detail": "normal build failed: " + why}]
-    base = os.path.join(m.BUILD, "valgrind-" + tag)
+    base = os.path.join(make.BUILD, "valgrind-" + tag)
     shutil.rmtree(base, ignore_errors=True)
     os.makedirs(base)
-    supp = os.path.join(m.ROOT, "tests", "valgrind", "cpython.supp")
+    supp = os.path.join(make.ROOT, "tests", "valgrind", "cpython.supp")
     vg = ["valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite",
           "--errors-for-leak-kinds=definite", "--num-callers=40", "--suppressions=" + supp,
           "--log-file=" + os.path.join(base, "vg.%p.log")]
     env = dict(os.environ, PYTHONMALLOC="malloc", COEXTRA_VALGRIND="1", PYTHONDONTWRITEBYTECODE="1")
     results = []
     # 1. the doctest binary
-    binary = os.path.join(m.BUILD, "meson-" + tag, "tests", "test_runtime")
-    denv = dict(env, PYTHONPATH=os.path.join(m.BUILD, tag), PYTHONHOME=m.sys_prefix(exe))
-    rc, out = m.run(vg + [binary], logf, timeout=2400, env=denv)
+    binary = os.path.join(make.BUILD, "meson-" + tag, "tests", "test_runtime")
+    denv = dict(env, PYTHONPATH=os.path.join(make.BUILD, tag), PYTHONHOME=make.sys_prefix(exe))
+    rc, out = make.run(vg + [binary], logf, timeout=2400, env=denv)
     mm = re.search(r"test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed", out)
     results.append(("doctest", rc == 0 and mm is not None and int(mm[3]) == 0,
                     "doctest %s/%s passed" % (mm[2] if mm else "?", mm[1] if mm else "?")))
     logs_doctest = set(glob.glob(os.path.join(base, "vg.*.log")))
     # 2. Python suites
-    directory = os.path.join(m.ROOT, "tests", "python")
-    penv = dict(env, PYTHONPATH=os.pathsep.join([os.path.join(m.BUILD, tag), directory]), COEXTRA_BUILD_TAG=tag)
+    directory = os.path.join(make.ROOT, "tests", "python")
+    penv = dict(env, PYTHONPATH=os.pathsep.join([os.path.join(make.BUILD, tag), directory]), COEXTRA_BUILD_TAG=tag)
     penv.pop("PYTHONHOME", None)
-    rc, out = m.run(vg + [exe, "-m", "unittest"] + VALGRIND_PYTHON_SUITE, logf, timeout=2400, env=penv,
-                    cwd=directory)
+    rc, out = make.run(vg + [exe, "-m", "unittest"] + VALGRIND_PYTHON_SUITE, logf, timeout=2400, env=penv,
+                       cwd=directory)
     ran = re.search(r"^Ran (\d+) tests?", out, re.M)
     results.append(("python " + "+".join(VALGRIND_PYTHON_SUITE), rc == 0 and re.search(r"^OK", out, re.M) is not None,
                     "%s tests" % (ran[1] if ran else "?")))
@@ -252,12 +254,12 @@ def run_valgrind(m, tag, exe, logf):
     return rows
 
 
-def main(m, args):
+def main(argv=()):
     t_start = time.time()
-    m.setup_deps()
-    os.makedirs(m.BUILD, exist_ok=True)
+    make.setup_deps()
+    os.makedirs(make.BUILD, exist_ok=True)
     asan_rt = asan_runtime()
-    pythons = select_pythons(m)
+    pythons = select_pythons()
     rows = []
     if not pythons:
         rows.append(("-", "-", "sanitize", False, "no Python %s found" % "/".join(DEFAULT_VERSIONS)))
@@ -266,19 +268,19 @@ def main(m, args):
         pythons = []
     for i, interp in enumerate(pythons):
         exe = interp.exe
-        tag, ver = m.tag_for(interp)
-        base = os.path.join(m.BUILD, "asan-" + tag)
+        tag, ver = make.tag_for(interp)
+        base = os.path.join(make.BUILD, "asan-" + tag)
         os.makedirs(base, exist_ok=True)
         logf = os.path.join(base, "log.txt")
         open(logf, "w").close()
         t0 = time.time()
-        if not build_asan(m, tag, exe, base, logf):
+        if not build_asan(tag, exe, base, logf):
             rows.append((tag, ver, "asan build", False, "see %s" % logf))
             continue
-        m.log("%-16s asan build %.0fs" % (tag, time.time() - t0))
+        make.log("%-16s asan build %.0fs" % (tag, time.time() - t0))
         for name, fn in (("asan doctest", run_doctest_asan), ("asan unittest", run_unittests_asan)):
             t0 = time.time()
-            r = fn(m, tag, exe, base, logf, asan_rt)
+            r = fn(tag, exe, base, logf, asan_rt)
             detail = "%s; reports: coextra %d, other %d, CPython leaks at exit %d; %.0fs" % (
                 r["detail"], len(r.get("mine", [])), len(r.get("other", [])), len(r.get("leaks", [])),
                 time.time() - t0)
@@ -286,23 +288,27 @@ def main(m, args):
                 for rep in r.get("mine", []) + r.get("other", []):
                     f.write("\n--- sanitizer report ---\n%s\n" % rep)
             rows.append((tag, ver, name, r["ok"], detail))
-            m.log("%-16s %-14s %s  %s" % (tag, name, "ok" if r["ok"] else "FAILED", detail))
+            make.log("%-16s %-14s %s  %s" % (tag, name, "ok" if r["ok"] else "FAILED", detail))
         if i == 0:
             t0 = time.time()
-            vlog = os.path.join(m.BUILD, "valgrind-%s.txt" % tag)
+            vlog = os.path.join(make.BUILD, "valgrind-%s.txt" % tag)
             open(vlog, "w").close()
-            for r in run_valgrind(m, tag, exe, vlog):
+            for r in run_valgrind(tag, exe, vlog):
                 rows.append((tag, ver, r["name"], r["ok"], r["detail"]))
-                m.log("%-16s %-14s %s  %s" % (tag, r["name"], "ok" if r["ok"] else "FAILED", r["detail"]))
-            m.log("%-16s valgrind %.0fs (log %s)" % (tag, time.time() - t0, vlog))
-    m.log("")
-    m.log("%-16s %-8s %-34s %-6s %s" % ("build", "python", "check", "result", "notes"))
+                make.log("%-16s %-14s %s  %s" % (tag, r["name"], "ok" if r["ok"] else "FAILED", r["detail"]))
+            make.log("%-16s valgrind %.0fs (log %s)" % (tag, time.time() - t0, vlog))
+    make.log("")
+    make.log("%-16s %-8s %-34s %-6s %s" % ("build", "python", "check", "result", "notes"))
     for tag, ver, name, ok, detail in rows:
-        m.log("%-16s %-8s %-34s %-6s %s" % (tag, ver, name, "ok" if ok else "FAIL", detail))
+        make.log("%-16s %-8s %-34s %-6s %s" % (tag, ver, name, "ok" if ok else "FAIL", detail))
     passed = sum(1 for r in rows if r[3])
     failed = len(rows) - passed
-    m.log("\nmake sanitize: %.0fs" % (time.time() - t_start))
+    make.log("\nmake sanitize: %.0fs" % (time.time() - t_start))
     if failed:
-        m.log("failures: see build/asan-<tag>/log.txt and build/valgrind-<tag>.txt")
-    m.log("sanitize: %d passed, %d failed" % (passed, failed))
+        make.log("failures: see build/asan-<tag>/log.txt and build/valgrind-<tag>.txt")
+    make.log("sanitize: %d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -2,7 +2,7 @@
 # Installs the Debian packages coextra's build and tests need, once; idempotent.
 set -euo pipefail
 
-need_pkgs=(ninja-build g++ pkg-config libboost-container-dev doctest-dev
+need_pkgs=(ninja-build g++ pkg-config doctest-dev
            valgrind python3-mesonpy python3-venv libclang-rt-14-dev clang)
 
 have_meson() {

@@ -24,7 +24,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 # The interpreters of the matrix and what the suites need beside them.
 PKGS_BASE="python3.13-dev python3.14-dev python3.14-dbg python3.15-dev
   libpython3.13-testsuite libpython3.14-testsuite libpython3.15-testsuite
-  g++ meson ninja-build pkg-config libboost-container-dev doctest-dev
+  g++ meson ninja-build pkg-config doctest-dev
   python3-mesonpy python3-venv valgrind"
 # The real tools that tests/real_tools runs next to coextra (make.py's "tools"
 # suite): Dynamo (torch.compile), coverage.py, line_profiler, yappi and

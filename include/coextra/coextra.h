@@ -25,10 +25,19 @@
  *             them in another is an error (checked calls) or NULL (fast path).
  *
  *  Layout     coextra_block / coextra_block_entry / coextra_fast_entry /
- *             coextra_frame_head below are read by the inline fast paths
- *             compiled into consumers; they are frozen for an ABI major
- *             (fields are only appended, with a minor bump; static_asserts in
- *             lib/ guard them).
+ *             coextra_frame_head / coextra_hop below are read by the inline
+ *             fast paths compiled into consumers; they are frozen for an ABI
+ *             major (fields are only appended, with a minor bump;
+ *             static_asserts in lib/ guard them).
+ *
+ *  Inline     What the static inline functions of this header do is compiled
+ *             into every consumer, so it is part of the ABI like the table:
+ *             any change to it (not only new functions) bumps
+ *             COEXTRA_ABI_MINOR, and the runtime keeps supporting what every
+ *             earlier minor's inline code does.  tests/python/test_abi_freeze.py
+ *             records a hash of this header's inline code per minor and fails
+ *             when it changes without a bump.  What the inline code may
+ *             assume is written at coextra_frame_head and coextra_eval_next.
  *
  *  Errors     Functions return 0 or a pointer on success and -1 or NULL with
  *             a Python exception set on failure, unless noted.
@@ -152,10 +161,17 @@ typedef struct coextra_fast_entry {
     PyInterpreterState *const volatile *interp_list_head;
 } coextra_fast_entry;
 
-/* The evaluator a frame may be handed to directly (CPython's
- * _PyFrameEvalFunction, with the frame type erased: PyFrameObject* on
- * 3.9/3.10, struct _PyInterpreterFrame* on 3.11+). */
-typedef PyObject *(*coextra_evaluator_fn)(PyThreadState *tstate, void *frame, int throwflag);
+/* The evaluator a frame may be handed to directly: CPython's own
+ * eval-frame function type (ABI 1.4; before, the same with the frame as
+ * void *).  Its frame is a PyFrameObject on 3.9/3.10 and a struct
+ * _PyInterpreterFrame on 3.11+, which the frame head keeps as `void *raw`;
+ * COEXTRA_RAW_FRAME_ gives it back its type. */
+typedef _PyFrameEvalFunction coextra_evaluator_fn;
+#if PY_VERSION_HEX >= 0x030B0000
+#define COEXTRA_RAW_FRAME_(raw) ((struct _PyInterpreterFrame *)(raw))
+#else
+#define COEXTRA_RAW_FRAME_(raw) ((PyFrameObject *)(raw))
+#endif
 
 /* One step of a chain snapshot (ABI 1.2), read by the inline
  * coextra_eval_next: what runs next and the `direct` it gets.  `eval` is a
@@ -170,29 +186,25 @@ typedef struct coextra_hop {
 } coextra_hop;
 
 /* The public head of the frame view a hook receives (ABI 1.1), read by the
- * inline coextra_eval_next.  `direct` is set by the runtime when what comes
- * after the running hook is CPython's evaluator itself (the hook is the last
- * of the chain and no foreign eval-frame function lies below coextra): then
- * delegating is one direct call, with no trip through the table.  `next`
- * (ABI 1.2) is the step after the running hook when there are more hooks:
- * delegating is then one direct call to the next hook.  A frame already
- * finished (a second call) goes through the table, which fails it.  After a
- * hook below returned without finishing the frame, both describe where that
- * hook stood (see coextra_eval_next).  Hooks never write these fields (the
- * inline coextra_eval_next does). */
+ * inline coextra_eval_next.  The runtime writes every field before the first
+ * hook runs; hooks never write them (the inline coextra_eval_next does).
+ *  - `direct`: set when what comes after the running hook is CPython's
+ *    evaluator itself (the hook is the last of the chain and no foreign
+ *    eval-frame function lies below coextra): delegating is then one direct
+ *    call.
+ *  - `next` (ABI 1.2): the step after the running hook.  Never NULL while
+ *    `direct` is NULL and `consumed` is 0; may be NULL while `direct` is set
+ *    (nothing reads it then).  coextra_eval_next moves it on by one step as
+ *    it enters that step, and never back.
+ *  - `consumed`: the frame was evaluated, or finished by coextra_frame_return;
+ *    every later coextra_eval_next goes through the table, which fails it. */
 typedef struct coextra_frame_head {
     PyThreadState *tstate;
     void *raw;                   /* the frame CPython passed to the eval-frame function */
-    coextra_evaluator_fn direct; /* see above; NULL = no direct evaluator */
-    int consumed;                /* evaluated, or finished by coextra_frame_return */
+    coextra_evaluator_fn direct; /* NULL = no direct evaluator */
+    int consumed;
     int reserved_;
-    const coextra_hop *next;     /* ABI 1.2; never NULL while direct is NULL and consumed is 0
-                                  * (unspecified while direct is set: nothing reads it then).
-                                  * This header's coextra_eval_next only moves it on, one
-                                  * step at a time, and the step past the last hook
-                                  * finishes the frame; one built against an earlier 1.2
-                                  * header puts it back after the step returns, never
-                                  * behind where it found it.  So it stays on a step. */
+    const coextra_hop *next;     /* ABI 1.2 */
 } coextra_frame_head;
 
 /* CPython's per-code extra array (Include/internal/pycore_code.h,
@@ -456,15 +468,15 @@ static inline int coextra_hook_set_active(coextra_hook *hook, int active) {
  * on the frame it was given (coextra_import() has necessarily succeeded). */
 
 /* Continue down the chain (the next hook, else the evaluator). New reference.
- * When the evaluator comes next, this is a direct (tail) call to it; when a
- * hook comes next, a direct call to that hook: both are tail calls, with
- * nothing put back when they return.  So a hook that delegates a second time
- * after the hooks below returned without finishing the frame (none of them
- * delegated or called coextra_frame_return) continues below the hook that
- * returned: with the next hook, or the evaluator.  No frame runs twice, and
- * coextra finishes a frame nobody finished when the outermost hook returns.
- * (A consumer built against an earlier 1.2 header puts `next` back, and
- * reaches that hook again: both are safe; neither is part of the contract.) */
+ * When the evaluator comes next, this is a direct call to it; when a hook
+ * comes next, a direct call to that hook (both in tail position: a compiler
+ * that makes tail calls, as GCC and clang do from -O2, adds no stack frame).
+ * Nothing is put back when they return.  So a hook that delegates a second
+ * time, after the hooks below returned without finishing the frame (none of
+ * them delegated or called coextra_frame_return), continues below the
+ * innermost hook that was entered: with the hook after it, or the evaluator.
+ * No hook sees the frame twice, the frame runs at most once, and coextra
+ * finishes a frame nobody finished when the outermost hook returns. */
 static inline PyObject *coextra_eval_next(coextra_frame *frame, int throwflag) {
     coextra_frame_head *head = (coextra_frame_head *)frame;
     coextra_evaluator_fn direct = head->direct;
@@ -472,7 +484,7 @@ static inline PyObject *coextra_eval_next(coextra_frame *frame, int throwflag) {
     if (direct != NULL) {
         head->direct = NULL; /* a second call takes the table and fails there */
         head->consumed = 1;
-        return direct(head->tstate, head->raw, throwflag);
+        return direct(head->tstate, COEXTRA_RAW_FRAME_(head->raw), throwflag);
     }
     if (!head->consumed) {
         hop = head->next; /* never NULL here: see coextra_frame_head */

@@ -4,6 +4,8 @@
 #include <string.h>
 #include <coextra/coextra.h>
 
+#include "test_module.h"
+
 /* Values are heap ints; the free function counts how often it ran. */
 static coextra_slot g_slot;
 static long g_freed;
@@ -12,6 +14,19 @@ static void free_int(void *value, void *ctx) {
     (void)ctx;
     g_freed++;
     PyMem_RawFree(value);
+}
+
+/* (index, generation) -> a handle. */
+static int parse_slot(PyObject *args, coextra_slot *s) {
+    unsigned int index, generation;
+    return PyArg_ParseTuple(args, "II", &index, &generation) ? (s->index = index, s->generation = generation, 0) : -1;
+}
+
+/* A stored value as an int, or None. */
+static PyObject *int_or_none(const long *p) {
+    if (p == NULL)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(*p);
 }
 
 static int parse_handle(PyObject *args, PyObject **code, coextra_slot *s, long *value) {
@@ -60,14 +75,10 @@ static PyObject *set_value(PyObject *m, PyObject *args) {
 static PyObject *get_value(PyObject *m, PyObject *args) {
     PyObject *code;
     coextra_slot s;
-    long *p;
     (void)m;
     if (parse_handle(args, &code, &s, NULL) < 0)
         return NULL;
-    p = (long *)coextra_slot_get(code, s);
-    if (p == NULL)
-        Py_RETURN_NONE;
-    return PyLong_FromLong(*p);
+    return int_or_none((long *)coextra_slot_get(code, s));
 }
 
 static PyObject *clear_value(PyObject *m, PyObject *args) {
@@ -76,22 +87,15 @@ static PyObject *clear_value(PyObject *m, PyObject *args) {
     (void)m;
     if (parse_handle(args, &code, &s, NULL) < 0)
         return NULL;
-    if (coextra_slot_clear(code, s) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_slot_clear(code, s));
 }
 
 static PyObject *release(PyObject *m, PyObject *args) {
-    unsigned int index, generation;
     coextra_slot s;
     (void)m;
-    if (!PyArg_ParseTuple(args, "II", &index, &generation))
+    if (parse_slot(args, &s) < 0)
         return NULL;
-    s.index = index;
-    s.generation = generation;
-    if (coextra_slot_release(s) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_slot_release(s));
 }
 
 static PyObject *freed(PyObject *m, PyObject *noargs) {
@@ -105,14 +109,10 @@ static PyObject *freed(PyObject *m, PyObject *noargs) {
 static PyObject *get_table(PyObject *m, PyObject *args) {
     PyObject *code;
     coextra_slot s;
-    long *p;
     (void)m;
     if (parse_handle(args, &code, &s, NULL) < 0)
         return NULL;
-    p = (long *)coextra_api_ptr_->slot_get(code, s);
-    if (p == NULL)
-        Py_RETURN_NONE;
-    return PyLong_FromLong(*p);
+    return int_or_none((long *)coextra_api_ptr_->slot_get(code, s));
 }
 
 /* set_null(code, index, generation): coextra_slot_set with a NULL value (= clear). */
@@ -122,9 +122,7 @@ static PyObject *set_null(PyObject *m, PyObject *args) {
     (void)m;
     if (parse_handle(args, &code, &s, NULL) < 0)
         return NULL;
-    if (coextra_slot_set(code, s, NULL) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_slot_set(code, s, NULL));
 }
 
 /* reserve_null_out(name): bad input on purpose (out == NULL). */
@@ -133,9 +131,7 @@ static PyObject *reserve_null_out(PyObject *m, PyObject *args) {
     (void)m;
     if (!PyArg_ParseTuple(args, "s", &name))
         return NULL;
-    if (coextra_slot_reserve(name, free_int, NULL, NULL) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_slot_reserve(name, free_int, NULL, NULL));
 }
 
 /* reserve_bytes(name: bytes) -> (index, generation): names that are not valid UTF-8. */
@@ -152,16 +148,10 @@ static PyObject *reserve_bytes(PyObject *m, PyObject *args) {
 
 /* live(index, generation) -> number of code objects holding a value (checked). */
 static PyObject *live(PyObject *m, PyObject *args) {
-    unsigned int index, generation;
     coextra_slot s;
     Py_ssize_t n;
     (void)m;
-    if (!PyArg_ParseTuple(args, "II", &index, &generation))
-        return NULL;
-    s.index = index;
-    s.generation = generation;
-    n = coextra_api_ptr_->slot_live(s);
-    if (n < 0)
+    if (parse_slot(args, &s) < 0 || (n = coextra_api_ptr_->slot_live(s)) < 0)
         return NULL;
     return PyLong_FromSsize_t(n);
 }
@@ -225,9 +215,4 @@ static int exec_module(PyObject *m) {
     return coextra_import();
 }
 
-static PyModuleDef_Slot slots[] = {{Py_mod_exec, (void *)exec_module}, {0, NULL}};
-
-static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "coextra_test_consumer_c", NULL, 0, methods, slots,
-                                    NULL, NULL, NULL};
-
-PyMODINIT_FUNC PyInit_coextra_test_consumer_c(void) { return PyModuleDef_Init(&moddef); }
+COEXTRA_TEST_MODULE(coextra_test_consumer_c, methods, exec_module, NULL)

@@ -1,6 +1,8 @@
 // consumer_cpp.cpp: a third-party-style C++ extension built only against include/coextra/coextra.hpp.
 #include <coextra/coextra.hpp>
 
+#include "test_module.h"
+
 #include <memory>
 #include <string>
 
@@ -152,11 +154,6 @@ void free_module(void *) {
     g_hooks[1] = coextra::Hook();
 }
 
-PyModuleDef_Slot slots[] = {{Py_mod_exec, reinterpret_cast<void *>(exec_module)}, {0, nullptr}};
-
-PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "coextra_test_consumer_cpp", nullptr, 0, methods, slots,
-                      nullptr, nullptr, free_module};
-
 } // namespace
 
-PyMODINIT_FUNC PyInit_coextra_test_consumer_cpp(void) { return PyModuleDef_Init(&moddef); }
+COEXTRA_TEST_MODULE(coextra_test_consumer_cpp, methods, exec_module, free_module)

@@ -1,6 +1,8 @@
 /* native_hooks.c: native hooks for the chain tests, built only against include/coextra/coextra.h. */
 #include <coextra/coextra.h>
 
+#include "test_module.h"
+
 #include <string.h>
 
 /* What a hook does with the frame it gets. */
@@ -17,8 +19,6 @@ enum mode {
     MODE_KEEP_FRAME,  /* append the frame object itself to list `arg` (it outlives the frame), delegate */
     MODE_FUNCTION,    /* append (coextra_frame_function or None, coextra_frame_globals) to list `arg`, delegate */
     MODE_NEXT_TWICE,  /* delegate, drop the result or error, delegate again and return that */
-    MODE_NEXT_TWICE_V12, /* the same through an earlier 1.2 header's coextra_eval_next (puts next back by one) */
-    MODE_NEXT_TWICE_V12A, /* the same, putting next back to the step itself (the first 1.2 header) */
 };
 
 typedef struct hook_ctx {
@@ -52,36 +52,6 @@ static int g_table_delegation = 0;
 
 static PyObject *next_of(coextra_frame *f, int throwflag) {
     return g_table_delegation ? coextra_api_ptr_->eval_next(f, throwflag) : coextra_eval_next(f, throwflag);
-}
-
-/* coextra_eval_next as the earlier ABI 1.2 headers had it: after a step
- * returns it puts `direct` back to NULL and `next` back, to the step itself
- * (absolute: the first, 0c57992) or by one step (relative: b463de5); the two
- * differ once a tail-calling step below left `next` further on.  Consumers
- * built against those headers are out there; the runtime must stay safe
- * with them in the same chain as today's tail-calling one. */
-static PyObject *next_v12(coextra_frame *frame, int throwflag, int absolute) {
-    coextra_frame_head *head = (coextra_frame_head *)frame;
-    coextra_evaluator_fn direct = head->direct;
-    if (direct != NULL) {
-        head->direct = NULL;
-        head->consumed = 1;
-        return direct(head->tstate, head->raw, throwflag);
-    }
-    if (!head->consumed) {
-        PyObject *r;
-        const coextra_hop *hop = head->next;
-        head->next = hop + 1;
-        head->direct = hop->direct;
-        r = hop->eval(frame, throwflag, hop->ctx);
-        head->direct = NULL;
-        if (absolute)
-            head->next = hop;
-        else
-            head->next -= 1;
-        return r;
-    }
-    return coextra_api_ptr_->eval_next(frame, throwflag);
 }
 
 static PyObject *set_table_delegation(PyObject *m, PyObject *arg) {
@@ -179,13 +149,6 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
             PyErr_Clear();
         Py_XDECREF(r);
         return next_of(f, throwflag);
-    case MODE_NEXT_TWICE_V12:
-    case MODE_NEXT_TWICE_V12A:
-        r = next_v12(f, throwflag, c->mode == MODE_NEXT_TWICE_V12A);
-        if (r == NULL)
-            PyErr_Clear();
-        Py_XDECREF(r);
-        return next_v12(f, throwflag, c->mode == MODE_NEXT_TWICE_V12A);
     case MODE_PASS:
     default:
         return next_of(f, throwflag);
@@ -194,7 +157,7 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
 
 static const char *mode_names[] = {"pass",  "log",         "memo",       "return",   "double_next",
                                    "no_consume", "frame_object", "raise", "remove_self", "keep_frame",
-                                   "function",   "next_twice", "next_twice_v12", "next_twice_v12a", NULL};
+                                   "function",   "next_twice", NULL};
 
 /* add(name, priority, mode, arg=None, only=(0, 0), code=None) -> handle (int) */
 static PyObject *add(PyObject *m, PyObject *args, PyObject *kw) {
@@ -357,6 +320,15 @@ static PyObject *remove_raw(PyObject *m, PyObject *addr) {
     Py_RETURN_NONE;
 }
 
+/* raw_handle(handle): the coextra_hook* the runtime gave this hook, as an int. */
+static PyObject *raw_handle(PyObject *m, PyObject *handle) {
+    hook_ctx *c = (hook_ctx *)PyLong_AsVoidPtr(handle);
+    (void)m;
+    if (c == NULL)
+        return NULL;
+    return PyLong_FromVoidPtr(c->handle);
+}
+
 /* A native slot for `only` tests.  Values are a non-NULL marker (no free function needed). */
 static int parse_slot(PyObject *o, coextra_slot *s) {
     unsigned int index, generation;
@@ -441,6 +413,7 @@ static PyMethodDef methods[] = {
     {"is_monitored", is_monitored, METH_O, "is_monitored(handle): runs on sys.monitoring"},
     {"remove", remove_hook, METH_O, "remove(handle)"},
     {"remove_raw", remove_raw, METH_O, "remove_raw(address): pass any pointer as a hook handle"},
+    {"raw_handle", raw_handle, METH_O, "raw_handle(handle) -> the coextra_hook* value"},
     {"set_active", set_active, METH_VARARGS, "set_active(handle, flag)"},
     {"count", count, METH_O, "count(handle) -> frames seen"},
     {"reserve_slot", reserve_slot, METH_VARARGS, "reserve_slot(name) -> (index, generation)"},
@@ -458,9 +431,4 @@ static int exec_module(PyObject *m) {
     return coextra_import();
 }
 
-static PyModuleDef_Slot mslots[] = {{Py_mod_exec, (void *)exec_module}, {0, NULL}};
-
-static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "coextra_test_native", NULL, 0, methods, mslots,
-                                    NULL, NULL, NULL};
-
-PyMODINIT_FUNC PyInit_coextra_test_native(void) { return PyModuleDef_Init(&moddef); }
+COEXTRA_TEST_MODULE(coextra_test_native, methods, exec_module, NULL)

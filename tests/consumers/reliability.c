@@ -2,6 +2,7 @@
 #include <coextra/coextra.h>
 
 #include "failalloc.h"
+#include "test_module.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -50,6 +51,29 @@ static int check_k(long k, long n, const char *what) {
     return 0;
 }
 
+/* The entry of g_slots / g_hooks that a one-index argument tuple names: NULL with
+ * TypeError or IndexError set otherwise. */
+static coextra_slot *slot_arg(PyObject *args) {
+    long k;
+    if (!PyArg_ParseTuple(args, "l", &k) || check_k(k, N_SLOTS, "slot") < 0)
+        return NULL;
+    return &g_slots[k];
+}
+
+static hook_rec *hook_arg(PyObject *args) {
+    long j;
+    if (!PyArg_ParseTuple(args, "l", &j) || check_k(j, N_HOOKS, "hook") < 0)
+        return NULL;
+    return &g_hooks[j];
+}
+
+/* The table, or NULL with the error coextra.h raises before coextra_import(). */
+static const coextra_api *table(void) {
+    if (coextra_api_ptr_ == NULL)
+        coextra_not_imported_();
+    return coextra_api_ptr_;
+}
+
 /* None -> NULL (bad input on purpose), anything else as is. */
 static PyObject *code_or_null(PyObject *o) { return o == Py_None ? NULL : o; }
 
@@ -80,9 +104,7 @@ static PyObject *reserve(PyObject *m, PyObject *args) {
         return NULL;
     if (name_obj != Py_None && !(name = PyUnicode_AsUTF8(name_obj)))
         return NULL;
-    if (coextra_slot_reserve(name, with_free ? token_free : NULL, &g_slots[k], &g_slots[k]) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_slot_reserve(name, with_free ? token_free : NULL, &g_slots[k], &g_slots[k]));
 }
 
 /* reserve_bytes(k, bytes): a name that need not be UTF-8. */
@@ -92,9 +114,7 @@ static PyObject *reserve_bytes(PyObject *m, PyObject *args) {
     (void)m;
     if (!PyArg_ParseTuple(args, "ly", &k, &name) || check_k(k, N_SLOTS, "slot") < 0)
         return NULL;
-    if (coextra_slot_reserve(name, token_free, &g_slots[k], &g_slots[k]) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_slot_reserve(name, token_free, &g_slots[k], &g_slots[k]));
 }
 
 /* reserve_null_out(name): out == NULL. */
@@ -103,17 +123,13 @@ static PyObject *reserve_null_out(PyObject *m, PyObject *args) {
     (void)m;
     if (!PyArg_ParseTuple(args, "s", &name))
         return NULL;
-    if (coextra_slot_reserve(name, token_free, NULL, NULL) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_slot_reserve(name, token_free, NULL, NULL));
 }
 
 static PyObject *handle(PyObject *m, PyObject *args) {
-    long k;
+    coextra_slot *s = slot_arg(args);
     (void)m;
-    if (!PyArg_ParseTuple(args, "l", &k) || check_k(k, N_SLOTS, "slot") < 0)
-        return NULL;
-    return Py_BuildValue("(II)", g_slots[k].index, g_slots[k].generation);
+    return s == NULL ? NULL : Py_BuildValue("(II)", s->index, s->generation);
 }
 
 /* set_handle(k, index, generation): any raw value, e.g. one made elsewhere. */
@@ -174,11 +190,9 @@ static PyObject *get_table(PyObject *m, PyObject *args) {
     long k;
     void *v;
     (void)m;
-    if (!PyArg_ParseTuple(args, "Ol", &code, &k) || check_k(k, N_SLOTS, "slot") < 0)
+    if (!PyArg_ParseTuple(args, "Ol", &code, &k) || check_k(k, N_SLOTS, "slot") < 0 || table() == NULL)
         return NULL;
-    if (coextra_api_ptr_ == NULL)
-        return coextra_not_imported_(), NULL;
-    v = coextra_api_ptr_->slot_get(code_or_null(code), g_slots[k]);
+    v = table()->slot_get(code_or_null(code), g_slots[k]);
     if (PyErr_Occurred())
         return NULL;
     return token_of(v);
@@ -190,32 +204,21 @@ static PyObject *clear_value(PyObject *m, PyObject *args) {
     (void)m;
     if (!PyArg_ParseTuple(args, "Ol", &code, &k) || check_k(k, N_SLOTS, "slot") < 0)
         return NULL;
-    if (coextra_slot_clear(code_or_null(code), g_slots[k]) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_slot_clear(code_or_null(code), g_slots[k]));
 }
 
 static PyObject *release(PyObject *m, PyObject *args) {
-    long k;
+    coextra_slot *s = slot_arg(args);
     (void)m;
-    if (!PyArg_ParseTuple(args, "l", &k) || check_k(k, N_SLOTS, "slot") < 0)
-        return NULL;
-    if (coextra_slot_release(g_slots[k]) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return s == NULL ? NULL : coextra_test_none_unless_failed(coextra_slot_release(*s));
 }
 
 /* live(k) -> code objects holding a value (table entry slot_live) */
 static PyObject *live(PyObject *m, PyObject *args) {
-    long k;
+    coextra_slot *s = slot_arg(args);
     Py_ssize_t n;
     (void)m;
-    if (!PyArg_ParseTuple(args, "l", &k) || check_k(k, N_SLOTS, "slot") < 0)
-        return NULL;
-    if (coextra_api_ptr_ == NULL)
-        return coextra_not_imported_(), NULL;
-    n = coextra_api_ptr_->slot_live(g_slots[k]);
-    if (n < 0)
+    if (s == NULL || table() == NULL || (n = table()->slot_live(*s)) < 0)
         return NULL;
     return PyLong_FromSsize_t(n);
 }
@@ -317,13 +320,9 @@ static PyObject *hook_add(PyObject *m, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *hook_remove(PyObject *m, PyObject *args) {
-    long j;
+    hook_rec *h = hook_arg(args);
     (void)m;
-    if (!PyArg_ParseTuple(args, "l", &j) || check_k(j, N_HOOKS, "hook") < 0)
-        return NULL;
-    if (coextra_hook_remove(g_hooks[j].handle) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return h == NULL ? NULL : coextra_test_none_unless_failed(coextra_hook_remove(h->handle));
 }
 
 static PyObject *hook_set_active(PyObject *m, PyObject *args) {
@@ -332,42 +331,33 @@ static PyObject *hook_set_active(PyObject *m, PyObject *args) {
     (void)m;
     if (!PyArg_ParseTuple(args, "li", &j, &active) || check_k(j, N_HOOKS, "hook") < 0)
         return NULL;
-    if (coextra_hook_set_active(g_hooks[j].handle, active) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_hook_set_active(g_hooks[j].handle, active));
 }
 
 static PyObject *hook_get_active(PyObject *m, PyObject *args) {
-    long j;
+    hook_rec *h = hook_arg(args);
     int a;
     (void)m;
-    if (!PyArg_ParseTuple(args, "l", &j) || check_k(j, N_HOOKS, "hook") < 0)
-        return NULL;
-    if (coextra_api_ptr_ == NULL)
-        return coextra_not_imported_(), NULL;
-    a = coextra_api_ptr_->hook_get_active(g_hooks[j].handle);
-    if (a < 0)
+    if (h == NULL || table() == NULL || (a = table()->hook_get_active(h->handle)) < 0)
         return NULL;
     return PyBool_FromLong(a);
 }
 
 /* hook_counts(j) -> (enter, exit) */
 static PyObject *hook_counts(PyObject *m, PyObject *args) {
-    long j;
+    hook_rec *h = hook_arg(args);
     (void)m;
-    if (!PyArg_ParseTuple(args, "l", &j) || check_k(j, N_HOOKS, "hook") < 0)
+    if (h == NULL)
         return NULL;
-    return Py_BuildValue("(ll)", __atomic_load_n(&g_hooks[j].enter, __ATOMIC_RELAXED),
-                         __atomic_load_n(&g_hooks[j].exit, __ATOMIC_RELAXED));
+    return Py_BuildValue("(ll)", __atomic_load_n(&h->enter, __ATOMIC_RELAXED),
+                         __atomic_load_n(&h->exit, __ATOMIC_RELAXED));
 }
 
 /* hook_handle(j) -> the raw handle value; hook_set_handle(j, value) stores any value */
 static PyObject *hook_handle(PyObject *m, PyObject *args) {
-    long j;
+    hook_rec *h = hook_arg(args);
     (void)m;
-    if (!PyArg_ParseTuple(args, "l", &j) || check_k(j, N_HOOKS, "hook") < 0)
-        return NULL;
-    return PyLong_FromVoidPtr(g_hooks[j].handle);
+    return h == NULL ? NULL : PyLong_FromVoidPtr(h->handle);
 }
 
 static PyObject *hook_set_handle(PyObject *m, PyObject *args) {
@@ -385,11 +375,11 @@ static PyObject *hook_set_handle(PyObject *m, PyObject *args) {
 }
 
 static PyObject *hook_reset(PyObject *m, PyObject *args) {
-    long j;
+    hook_rec *h = hook_arg(args);
     (void)m;
-    if (!PyArg_ParseTuple(args, "l", &j) || check_k(j, N_HOOKS, "hook") < 0)
+    if (h == NULL)
         return NULL;
-    g_hooks[j].enter = g_hooks[j].exit = 0;
+    h->enter = h->exit = 0;
     Py_RETURN_NONE;
 }
 
@@ -754,24 +744,22 @@ static PyMethodDef methods[] = {
     {"stash_late", stash_late, METH_O, "stash_late(obj): keep obj alive until interpreter clear"},
     {NULL, NULL, 0, NULL}};
 
+static int add_type(PyObject *m, const char *name, PyType_Spec *spec) {
+    PyObject *t = PyType_FromSpec(spec);
+    if (t == NULL)
+        return -1;
+    if (PyModule_AddObject(m, name, t) < 0) {
+        Py_DECREF(t);
+        return -1;
+    }
+    return 0;
+}
+
 static int exec_module(PyObject *m) {
-    PyObject *t;
     if (coextra_import() < 0)
         return -1;
-    t = PyType_FromSpec(&counter_spec);
-    if (t == NULL)
+    if (add_type(m, "Counter", &counter_spec) < 0 || add_type(m, "Recorder", &recorder_spec) < 0)
         return -1;
-    if (PyModule_AddObject(m, "Counter", t) < 0) {
-        Py_DECREF(t);
-        return -1;
-    }
-    t = PyType_FromSpec(&recorder_spec);
-    if (t == NULL)
-        return -1;
-    if (PyModule_AddObject(m, "Recorder", t) < 0) {
-        Py_DECREF(t);
-        return -1;
-    }
     if (PyModule_AddIntConstant(m, "RAW", FA_RAW) < 0 || PyModule_AddIntConstant(m, "MEM", FA_MEM) < 0 ||
         PyModule_AddIntConstant(m, "OBJ", FA_OBJ) < 0 || PyModule_AddIntConstant(m, "ALL", FA_ALL) < 0 ||
         PyModule_AddIntConstant(m, "N_SLOTS", N_SLOTS) < 0 || PyModule_AddIntConstant(m, "N_HOOKS", N_HOOKS) < 0 ||
@@ -780,9 +768,4 @@ static int exec_module(PyObject *m) {
     return 0;
 }
 
-static PyModuleDef_Slot mslots[] = {{Py_mod_exec, (void *)exec_module}, {0, NULL}};
-
-static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "coextra_test_reliability", NULL, 0, methods, mslots,
-                                    NULL, NULL, NULL};
-
-PyMODINIT_FUNC PyInit_coextra_test_reliability(void) { return PyModuleDef_Init(&moddef); }
+COEXTRA_TEST_MODULE(coextra_test_reliability, methods, exec_module, NULL)

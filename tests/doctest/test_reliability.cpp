@@ -94,10 +94,10 @@ std::string registry_problem(coextra::Runtime *r) {
     std::size_t active = 0;
     for (auto &kv : r->hooks) {
         coextra::HookRec *h = kv.second;
-        if (h->id != kv.first || h->removed)
+        if (h->handle != kv.first || h->removed)
             err << "hook record " << kv.first << " is removed or misfiled; ";
         auto it = r->hook_names.find(h->name);
-        if (it == r->hook_names.end() || it->second != h->id)
+        if (it == r->hook_names.end() || it->second != h->handle)
             err << "hook '" << h->name.c_str() << "' has no name entry; ";
         bool in_chain = false;
         if (r->chain)
@@ -121,7 +121,7 @@ std::string registry_problem(coextra::Runtime *r) {
             if (c->hooks[i]->only.generation == 0 &&
                 (c->hops[i].eval != c->hooks[i]->eval || c->hops[i].ctx != c->hooks[i]->ctx))
                 err << "step " << i << " does not run its hook; ";
-        if (c->hops[c->n - 1].direct != r->direct_tail || c->hops[c->n].direct != nullptr ||
+        if (c->hops[c->n - 1].direct != r->below_direct || c->hops[c->n].direct != nullptr ||
             c->hops[c->n].eval == nullptr)
             err << "the last steps are wrong; ";
         for (std::size_t i = 1; i < r->chain->n; i++) {
@@ -130,11 +130,11 @@ std::string registry_problem(coextra::Runtime *r) {
                 err << "chain out of order; ";
         }
     }
-    if (r->installed != (r->chain != nullptr))
-        err << "installed=" << r->installed << " with " << active << " active hooks; ";
-    if (r->installed && coextra::dispatcher_displaced(r))
+    if ((r->install == coextra::Install::installed) != (r->chain != nullptr))
+        err << "installed=" << (r->install == coextra::Install::installed) << " with " << active << " active hooks; ";
+    if (coextra::dispatcher_displaced(r))
         err << "dispatcher displaced; ";
-    if (!r->installed && coextra_fc_get_eval(r->interp) != coextra_fc_default_eval())
+    if (r->install != coextra::Install::installed && coextra_fc_get_eval(r->interp) != coextra_fc_default_eval())
         err << "no active hook but the eval-frame function is not the default; ";
     return err.str();
 }

@@ -30,6 +30,8 @@ with coextra.add_hook("smoke", on_enter=lambda c: seen.append(c.co_name), only=s
     f()
 assert seen == ["f"], seen
 assert not coextra.status().installed
+from importlib.metadata import version  # the wheel's version: dynamic, from meson.build as __version__ is
+assert version("coextra") == coextra.__version__, (version("coextra"), coextra.__version__)
 print("installed coextra", coextra.__version__, "at", coextra.__file__)
 PY
 }

@@ -2,6 +2,7 @@
 inside hooks and other threads, introspection, input validation, callback isolation, exceptions, idle."""
 
 import itertools
+import subprocess
 import sys
 import threading
 import traceback
@@ -383,6 +384,7 @@ class TestChangesFromInsideHooks(ChainTestCase):
 
 
 class TestHopPositions(ChainTestCase):
+    # The contract of coextra.h's coextra_eval_next for a second delegation:
     # outer -> inner, and inner returns without running or finishing the
     # frame; outer delegates a second time.  Variants: outer not first (a
     # hook in front), a hook between them that this frame skips (an `only`
@@ -390,7 +392,7 @@ class TestHopPositions(ChainTestCase):
     # inner (inner not the last), and every hook delegating through the
     # table, as a consumer built against ABI 1.0/1.1 does (no inline hops).
 
-    def _delegate_twice(self, outer_mode, tables):
+    def _delegate_twice(self, tables):
         """Runs every variant; yields (variant, result, body runs, inner's count, below's log)."""
         runs = []
 
@@ -409,7 +411,7 @@ class TestHopPositions(ChainTestCase):
             try:
                 if above:
                     hooks.append(native.add(uname("above"), 50, "pass", None))
-                hooks.append(native.add(uname("outer"), 100, outer_mode, None, code=body.__code__))
+                hooks.append(native.add(uname("outer"), 100, "next_twice", None, code=body.__code__))
                 if between:
                     hooks.append(native.add(uname("between"), 500, "pass", None, only=handle))
                 inner_hook = native.add(uname("inner"), 1000, "no_consume", None, code=body.__code__)
@@ -431,24 +433,10 @@ class TestHopPositions(ChainTestCase):
         # hook below it, or the evaluator.  The frame runs exactly once,
         # inner sees it once, the hook below once, and the result is the
         # frame's own (None if the second delegation reached inner again).
-        for variant, r, runs, seen, below_log in self._delegate_twice("next_twice", (False, True)):
+        for variant, r, runs, seen, below_log in self._delegate_twice((False, True)):
             with self.subTest(**variant):
                 self.assertEqual((r, runs, seen), (42, 1, 1))
                 self.assertEqual(below_log, ["enter", "exit"] if variant["below"] else [])
-
-    def test_delegating_again_through_an_earlier_1_2_header(self):
-        # The outer hook built against an earlier 1.2 header (its
-        # coextra_eval_next put `next` back after the step returned: by one
-        # step, or to the step itself): its second delegation reaches inner
-        # again, which keeps the frame again; coextra finishes it with what
-        # outer returns.  Mixed with today's tail-calling hooks in front,
-        # between and below: the frame never runs, nothing below inner sees
-        # it, nothing crashes.
-        for mode in ("next_twice_v12", "next_twice_v12a"):
-            for variant, r, runs, seen, below_log in self._delegate_twice(mode, (False,)):
-                with self.subTest(mode=mode, **variant):
-                    self.assertEqual((r, runs, seen), (None, 0, 2))
-                    self.assertEqual(below_log, [])
 
 
 class TestThreads(ChainTestCase):
@@ -576,7 +564,9 @@ class TestIntrospectionAndErrors(ChainTestCase):
         self.add_hook(name).remove()
         h = native.add(name, 500, "pass")
         native.remove(h)
-        self.add_hook(name)
+        h = self.add_hook(name)
+        self.assertEqual([i.name for i in coextra.hooks() if i.name == name], [name])
+        self.assertFalse(h.removed)
 
     def test_bad_priorities(self):
         for prio in (coextra._coextra.PRIORITY_MIN - 1, coextra._coextra.PRIORITY_MAX + 1, -(2 ** 31)):
@@ -643,6 +633,38 @@ class TestIntrospectionAndErrors(ChainTestCase):
         with self.assertRaises(ValueError):
             native.remove_raw(0)
         self.assertEqual(other(), 7)
+
+    def test_hook_handles_are_salted_not_sequential(self):
+        # A handle names one hook for good: neither its neighbours nor a
+        # removed hook's handle name a live hook (another tool's), as a
+        # stale slot handle names no slot.
+        a = native.add(uname("salt-a"), 500, "pass")
+        b = native.add(uname("salt-b"), 500, "pass")
+        try:
+            raw_a, raw_b = native.raw_handle(a), native.raw_handle(b)
+            self.assertNotIn(raw_b - raw_a, (-1, 0, 1))
+            native.remove(a)
+            with self.assertRaises(coextra.ReleasedError):
+                native.remove_raw(raw_a)  # stale: removed
+            for guess in (raw_b - 1, raw_b + 1, raw_a + 1, 1, 2, 3):
+                with self.subTest(guess=guess):
+                    with self.assertRaises(coextra.ReleasedError):
+                        native.remove_raw(guess)
+            self.assertGreater(native.count(b), 0)  # b, still live, saw frames meanwhile
+        finally:
+            native.remove(b)
+        with self.assertRaises(coextra.ReleasedError):
+            native.remove_raw(raw_b)
+
+    def test_hook_handles_differ_between_processes(self):
+        # The salt is per process: the first hook of two runs gets two
+        # different handles, so a handle written down in one run is no key
+        # to the next.
+        code = ("import coextra, coextra_test_native as n; h = n.add('first', 500, 'pass');"
+                "print(n.raw_handle(h)); n.remove(h)")
+        seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=True).stdout.strip() for _ in range(2)}
+        self.assertEqual(len(seen), 2, seen)
 
 
 class TestPythonCallbacks(ChainTestCase):
@@ -765,16 +787,68 @@ class TestExceptions(ChainTestCase):
         # the interpreter is usable afterwards, hooks still running
         self.assertEqual(fib(15), 610)
         self.assertEqual(enters.count(fib.__code__), 1973)
-        # a Python callback that itself hits the limit goes to unraisablehook
+        # a Python callback that itself hits the limit is counted, not reported
         calls = []
-        self.add_hook(on_enter=lambda code: calls.append(code), priority=100)
+        h = self.add_hook(on_enter=lambda code: calls.append(code), priority=100)
         with UnraisableCatcher() as u:
             with self.assertRaises(RecursionError):
                 down(0)
-        self.assertTrue(all(t is RecursionError for t, m, o in u.seen), u.seen[:3])
+        self.assertEqual(u.seen, [])
+        self.assertGreater(h.recursion_errors, 0)
         self.assertEqual(fib(10), 55)
         e, x = list(enters), list(exits)
         self.assertBalanced(e, x)
+
+
+def recursion_depth_reached():
+    """(depth, traceback length) at which a plain recursion raises RecursionError."""
+    reached = [0]
+
+    def down(n):
+        reached[0] = n
+        return down(n + 1) + 1
+
+    try:
+        down(0)
+    except RecursionError as e:
+        return reached[0], len(traceback.extract_tb(e.__traceback__))
+    raise AssertionError("no RecursionError")
+
+
+class TestRecursionLimitUnderPythonHook(ChainTestCase):
+    """A Python callback runs one level deeper than its frame: at the recursion limit it fails
+    first.  That failure is counted, never reported, and the frame raises where it would
+    without the failing callback (3.13's test_traceback test_recursive_traceback compares the
+    tracebacks).  The reference is the same hook with a C callable (`id`), which adds no Python
+    frame: on 3.12+ any eval-frame function makes each Python call take C recursion, so the
+    depth is not plain CPython's."""
+
+    def _check(self, which):
+        with coextra.add_hook(uname("reference"), **{which: id}):
+            reference = recursion_depth_reached()
+        h = self.add_hook(**{which: lambda code: None})
+        with UnraisableCatcher() as u:
+            hooked = recursion_depth_reached()
+        self.assertEqual(u.seen, [])
+        self.assertGreater(h.recursion_errors, 0)
+        self.assertEqual(hooked, reference)
+
+    def test_on_enter(self):
+        self._check("on_enter")
+
+    def test_on_exit(self):
+        self._check("on_exit")
+
+    def test_other_errors_still_reported(self):
+        def bad(code):
+            if code is fib.__code__:
+                raise ValueError("not a recursion error")
+
+        h = self.add_hook(on_enter=bad)
+        with UnraisableCatcher() as u:
+            fib(2)
+        self.assertEqual([t for t, m, o in u.seen], [ValueError] * 3)
+        self.assertEqual(h.recursion_errors, 0)
 
 
 class TestIdle(ChainTestCase):

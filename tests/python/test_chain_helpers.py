@@ -10,7 +10,6 @@ Conventions of the chain suites:
 """
 
 import gc
-import itertools
 import os
 import sys
 import unittest
@@ -18,6 +17,8 @@ import unittest
 import coextra
 import coextra_test_foreign as foreign
 import coextra_test_native as native
+
+from coextra_testutil import UnraisableCatcher, unique_name  # noqa: F401 (UnraisableCatcher: re-exported)
 
 PY = sys.version_info[:2]
 # 3.11+: the creating call of a generator/coroutine function reaches the
@@ -42,12 +43,11 @@ elif _V[:2] == (3, 13):
 else:
     CPYTHON_BYPASSED_NAMES = frozenset()
 
-_names = itertools.count()
 
 
 def uname(tag):
     """A hook/slot name no other test uses."""
-    return "test_chain.%s.%d" % (tag, next(_names))
+    return unique_name("test_chain", tag)
 
 
 def rss_bytes():
@@ -64,31 +64,6 @@ def rss_bytes():
 def native_events(log, co_name):
     """(hook, 'enter'/'exit', is_resume, throwflag) of the native log entries for frames of co_name."""
     return [(e[0], e[1], e[3], e[4]) for e in log if e[2] == co_name]
-
-
-class UnraisableCatcher:
-    """Context manager collecting sys.unraisablehook calls as (exc_type, str(exc_value), object).
-
-    The hook installed is list.append, a C callable: a Python hook function
-    would be a frame itself (seen by the hooks under test, and failing in turn
-    near the recursion limit)."""
-
-    def __enter__(self):
-        self._raw = []
-        self._old = sys.unraisablehook
-        sys.unraisablehook = self._raw.append
-        return self
-
-    @property
-    def seen(self):
-        return [(u.exc_type, str(u.exc_value), u.object) for u in self._raw]
-
-    def seen_raw_clear(self):
-        del self._raw[:]
-
-    def __exit__(self, *exc):
-        sys.unraisablehook = self._old
-        return False
 
 
 def is_idle():

@@ -2,8 +2,6 @@
 
 import ctypes
 import gc
-import itertools
-import sys
 import types
 import unittest
 import weakref
@@ -12,25 +10,12 @@ import coextra
 import coextra_test_consumer_c as cc
 import coextra_test_consumer_cpp as cpp
 
-_counter = itertools.count()
+from coextra_testutil import kill, make_code, unique_name
+
 
 
 def uname(tag="slot"):
-    return "test_consumers.%s.%d" % (tag, next(_counter))
-
-
-def make_code():
-    n = next(_counter)
-    mod = compile("def g_%d(x):\n    return x * %d\n" % (n, n), "<test_consumers %d>" % n, "exec")
-    return [c for c in mod.co_consts if isinstance(c, types.CodeType)][0]
-
-
-def kill(wr):
-    for _ in range(3):
-        if wr() is None:
-            return
-        gc.collect()
-    raise AssertionError("code object still alive")
+    return unique_name("test_consumers", tag)
 
 
 def capsule_pointer(capsule, name):

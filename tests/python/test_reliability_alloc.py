@@ -3,25 +3,20 @@
 import gc
 import itertools
 import sys
-import types
 import unittest
 import weakref
 
 import coextra
 import coextra_test_reliability as rel
 
+from coextra_testutil import make_code, unique_name
+
 _counter = itertools.count()
 PREFIX = "test_reliability_alloc."
 
 
 def uname(tag):
-    return "%s%s.%d" % (PREFIX, tag, next(_counter))
-
-
-def make_code():
-    n = next(_counter)
-    mod = compile("def fa_%d(x):\n    return x + %d\n" % (n, n), "<alloc %d>" % n, "exec")
-    return [c for c in mod.co_consts if isinstance(c, types.CodeType)][0]
+    return unique_name("test_reliability_alloc", tag)
 
 
 class Value:

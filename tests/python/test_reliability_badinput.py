@@ -1,7 +1,6 @@
 """test_reliability_badinput.py: every public entry point (Python and C) answers every kind of bad argument with the documented exception."""
 
 import gc
-import itertools
 import types
 import unittest
 
@@ -10,20 +9,15 @@ import coextra_test_consumer_c as consumer_c
 import coextra_test_native as native
 import coextra_test_reliability as rel
 
-_counter = itertools.count()
+from coextra_testutil import make_code, unique_name
+
 PREFIX = "test_reliability_badinput."
 NAME_MAX = coextra._coextra.NAME_MAX
 Released = coextra.ReleasedError
 
 
 def uname(tag="x"):
-    return "%s%s.%d" % (PREFIX, tag, next(_counter))
-
-
-def make_code():
-    n = next(_counter)
-    mod = compile("def bad_%d():\n    return %d\n" % (n, n), "<bad %d>" % n, "exec")
-    return [c for c in mod.co_consts if isinstance(c, types.CodeType)][0]
+    return unique_name("test_reliability_badinput", tag)
 
 
 class Falsy:

@@ -145,19 +145,25 @@ class FinalizeCase(unittest.TestCase):
         # at exit; but nothing runs on freed state and nothing is freed twice.
         self.assertLessEqual(r["freed"], r["stored"], r["where"])
 
-    def test_exit_from_inside_a_hooked_frame(self):
+    def run_hooked_ending(self, tag, stmt, token, expect_rc):
+        """A script whose last frame, under a Python and a native hook, holding a Python and a
+        native value, ends the program with stmt."""
         r = self.run_script('''
-            s = coextra.Slot("fin.exit", on_free=on_free)
+            s = coextra.Slot("fin.{0}", on_free=on_free)
             def f():
-                sys.exit(3)
-            s[f.__code__] = "exit"
-            rel.reserve(0, "fin.exit.native")
-            rel.set(f.__code__, 0, 4)
-            coextra.add_hook("fin.exit.hook", on_enter=id, on_exit=id)
-            rel.hook_add(0, "fin.exit.native.hook", 500)
+                {1}
+            s[f.__code__] = "{0}"
+            rel.reserve(0, "fin.{0}.native")
+            rel.set(f.__code__, 0, {2})
+            coextra.add_hook("fin.{0}.hook", on_enter=id, on_exit=id)
+            rel.hook_add(0, "fin.{0}.native.hook", 500)
             f()
-        ''', expect_rc=3)
-        self.assertAllFreed(r, ["exit"])
+        '''.format(tag, stmt, token), expect_rc=expect_rc)
+        self.assertAllFreed(r, [tag])
+        return r
+
+    def test_exit_from_inside_a_hooked_frame(self):
+        self.run_hooked_ending("exit", "sys.exit(3)", 4, expect_rc=3)
 
     def test_runtime_closed_while_frames_are_in_flight(self):
         # The interpreter dict loses the runtime's capsule while a frame runs
@@ -183,7 +189,7 @@ class FinalizeCase(unittest.TestCase):
 
     def test_second_runtime_of_the_main_interpreter(self):
         # The main interpreter's runtime gets a dispatcher of its own that
-        # finds it without a lookup (chain.cpp dispatch_main).  Closing that
+        # finds it without a lookup (dispatch.cpp dispatch_main).  Closing that
         # runtime must unbind it (frames then run unhooked, nothing reads the
         # freed runtime: -X dev poisons freed memory), and a runtime created
         # afterwards for the same interpreter must bind it again.
@@ -225,19 +231,8 @@ class FinalizeCase(unittest.TestCase):
         self.assertIn("rebound", r["where"])
 
     def test_unhandled_exception_with_hooks_active(self):
-        r = self.run_script('''
-            s = coextra.Slot("fin.exc", on_free=on_free)
-            def f():
-                raise KeyError("boom")
-            s[f.__code__] = "exc"
-            rel.reserve(0, "fin.exc.native")
-            rel.set(f.__code__, 0, 5)
-            coextra.add_hook("fin.exc.hook", on_enter=id, on_exit=id)
-            rel.hook_add(0, "fin.exc.native.hook", 500)
-            f()
-        ''', expect_rc=1)
+        r = self.run_hooked_ending("exc", 'raise KeyError("boom")', 5, expect_rc=1)
         self.assertIn("KeyError: 'boom'", r["stderr"])
-        self.assertAllFreed(r, ["exc"])
 
     def test_release_and_remove_inside_atexit(self):
         r = self.run_script('''

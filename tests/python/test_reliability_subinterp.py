@@ -7,12 +7,13 @@ import os
 import sys
 import tempfile
 import textwrap
-import types
 import unittest
 
 import coextra
 import coextra_test_native as native
 import coextra_test_reliability as rel
+
+from coextra_testutil import unique_name
 
 PREFIX = "test_reliability_subinterp."
 _counter = itertools.count()
@@ -29,7 +30,7 @@ if sys.version_info >= (3, 13):
             raise RuntimeError("in the subinterpreter: %s" % (getattr(err, "errdisplay", None) or err,))
 
     REASON = None
-elif sys.version_info >= (3, 12):
+elif sys.version_info >= (3, 11):
     import _xxsubinterpreters as _interp
 
     def create(isolated):
@@ -41,15 +42,16 @@ elif sys.version_info >= (3, 12):
         except _interp.RunFailedError as e:
             raise RuntimeError("in the subinterpreter: %s" % (e,)) from None
 
-    REASON = None
+    REASON = None if sys.version_info >= (3, 12) else (
+        "subinterpreters with their own module state are tested on 3.12 (_xxsubinterpreters) and 3.13+ "
+        "(_interpreters); 3.11 runs only TestSharedCode")
 else:
     _interp = None
-    REASON = ("subinterpreters with their own module state are tested on 3.12 (_xxsubinterpreters) and 3.13 "
-              "(_interpreters) only")
+    REASON = "no _xxsubinterpreters before 3.11"
 
 
 def uname(tag):
-    return "%s%s.%d" % (PREFIX, tag, next(_counter))
+    return unique_name("test_reliability_subinterp", tag)
 
 
 def make_function():
@@ -92,8 +94,9 @@ def main_state():
             native.eval_frame_func())
 
 
-@unittest.skipIf(_interp is None, REASON)
-class TestSubinterpreters(unittest.TestCase):
+class SubTestCase(unittest.TestCase):
+    """Destroys the subinterpreters a test made."""
+
     def setUp(self):
         self.subs = []
         rel.reset_freed()
@@ -106,6 +109,10 @@ class TestSubinterpreters(unittest.TestCase):
         s = Sub(isolated)
         self.subs.append(s)
         return s
+
+
+@unittest.skipIf(REASON is not None, REASON)
+class TestSubinterpreters(SubTestCase):
 
     def main_fixture(self):
         """Main-interpreter state that no subinterpreter may disturb."""
@@ -326,8 +333,43 @@ class TestSubinterpreters(unittest.TestCase):
         self.assertMainIntact(before, f, s, enter)
 
 
-if __name__ == "__main__":
-    unittest.main()
+# 3.12 still deep-freezes, but gives every interpreter but the main one a copy of each code
+# object, and 3.13 dropped deep-freezing: no code object is shared between interpreters there.
+@unittest.skipUnless(sys.version_info[:2] == (3, 11), "only 3.11 shares (deep-frozen) code objects between "
+                     "interpreters")
+class TestSharedCode(SubTestCase):
+    def test_code_shared_between_interpreters_is_refused(self):
+        # 3.11 deep-freezes the frozen stdlib modules (Tools/scripts/deepfreeze.py): their code
+        # objects are static, one object for every interpreter.  Both runtimes use the same index
+        # of its one co_extra array, so the second interpreter to store finds the first's block and
+        # is refused (slots.cpp, refuse_shared_code) rather than taking it over.
+        import posixpath
+        code = posixpath.join.__code__
+        s = coextra.Slot(uname("shared"))
+        self.addCleanup(s.release)
+        s[code] = "main-value"
+        self.addCleanup(s.__delitem__, code)
+        sub = self.sub(isolated=False)
+        out = sub.run('''
+            import coextra, posixpath
+            code = posixpath.join.__code__
+            OUT["id"] = id(code)
+            s = coextra.Slot("sub.shared")
+            try:
+                s[code] = "sub-value"
+                OUT["set"] = "accepted"
+            except RuntimeError as e:
+                OUT["set"] = str(e)
+            OUT["get"] = s.get(code)
+            OUT["index"] = coextra.status().co_extra_index
+            s.release()
+        ''')
+        self.assertEqual(out["id"], id(code), "expected posixpath.join's code to be deep-frozen (shared)")
+        self.assertEqual(out["index"], coextra.status().co_extra_index)
+        self.assertIn("is shared with another interpreter", out["set"])
+        self.assertIsNone(out["get"])
+        self.assertEqual(s[code], "main-value")  # the main interpreter's value is untouched
+
 
 
 # Interpreters that are only created and destroyed (nothing runs in them):
@@ -367,3 +409,7 @@ class TestSlotGetWithOtherInterpreters(unittest.TestCase):
         self.assertEqual(rel.get(code, 230), 130)
         rel.clear(code, 230)
         self.assertIsNone(rel.get(code, 230))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -8,11 +8,12 @@ import random
 import sys
 import threading
 import time
-import types
 import unittest
 
 import coextra
 import coextra_test_reliability as rel
+
+from coextra_testutil import make_code
 
 PREFIX = "test_reliability_threads."
 WORKERS = 8
@@ -67,10 +68,6 @@ def work(i):
 '''
 
 
-def fresh_code():
-    n = next(_counter)
-    mod = compile("def t_%d(x):\n    return x * %d\n" % (n, n), "<threads %d>" % n, "exec")
-    return [c for c in mod.co_consts if isinstance(c, types.CodeType)][0]
 
 
 class TestThreads(unittest.TestCase):
@@ -181,7 +178,7 @@ class TestThreads(unittest.TestCase):
                     elif op == 10:
                         # a code object that holds values and then dies
                         if len(my_codes) < 3:
-                            my_codes.append(fresh_code())
+                            my_codes.append(make_code("threads"))
                         else:
                             my_codes.pop(rng.randrange(len(my_codes)))
                     else:

@@ -10,41 +10,21 @@ import weakref
 
 import coextra
 
+from coextra_testutil import UnraisableCatcher, kill, make_code, unique_name
+
 _counter = itertools.count()
+
 
 
 def uname(tag="slot"):
     """A slot name no other test uses."""
-    return "test_slots.%s.%d" % (tag, next(_counter))
-
-
-def make_code(tag="c"):
-    """A fresh code object referenced only by the caller (compile() of unique source).
-
-    Returns the code of a function nested in the module code: dropping the
-    returned reference (and the module code, which is not kept) kills it.
-    """
-    n = next(_counter)
-    src = "def f_%s_%d(x):\n    return x + %d\n" % (tag, n, n)
-    mod = compile(src, "<test_slots %s %d>" % (tag, n), "exec")
-    code = [c for c in mod.co_consts if isinstance(c, types.CodeType)][0]
-    del mod
-    return code
+    return unique_name("test_slots", tag)
 
 
 def make_function():
     """(function, code) where the function is built with types.FunctionType from a fresh code object."""
     code = make_code("fn")
     return types.FunctionType(code, {"__builtins__": __builtins__}), code
-
-
-def kill(wr):
-    """Collect until the weakly referenced code object is gone; fail if something still holds it."""
-    for _ in range(3):
-        if wr() is None:
-            return
-        gc.collect()
-    raise AssertionError("code object %r is still alive: %r" % (wr(), gc.get_referrers(wr())))
 
 
 class Value:
@@ -55,25 +35,6 @@ class Value:
 
     def __repr__(self):
         return "Value(%r)" % (self.tag,)
-
-
-class UnraisableCatcher:
-    """Replaces sys.unraisablehook for the duration of a with-block and records every call."""
-
-    def __init__(self):
-        self.records = []
-
-    def _hook(self, unraisable):
-        self.records.append((unraisable.exc_type, unraisable.exc_value, unraisable.object))
-
-    def __enter__(self):
-        self._old = sys.unraisablehook
-        sys.unraisablehook = self._hook
-        return self
-
-    def __exit__(self, *exc):
-        sys.unraisablehook = self._old
-        return False
 
 
 class SlotTestCase(unittest.TestCase):
@@ -912,6 +873,43 @@ class TestReentrancy(SlotTestCase):
         a.release()
         self.assertTrue(b.released)
         self.assertEqual(sorted(freed_b), [-2, -1, 0])
+
+    def test_on_free_sees_a_finished_change_and_may_use_every_api(self):
+        # Free functions run after the change that freed the value is
+        # complete and the registry lock released: the registry already
+        # shows the change, and hooks, slots and introspection all work from
+        # inside them, on every path that frees (replace, delete, release,
+        # code death).
+        seen = []
+        target = make_code("target")
+
+        def on_free(v):
+            kind, code = v
+            n = coextra.add_hook(uname("from-free"), on_enter=lambda c: None)
+            try:
+                other = coextra.Slot(uname("from-free"))
+                other[target] = kind
+                state = (kind, code is None or code not in s or s[code] != v, s.released,
+                         other[target], any(h.name == n.name for h in coextra.hooks()))
+                other.release()
+            finally:
+                n.remove()
+            seen.append(state)
+
+        s = self.new_slot(on_free=on_free)
+        code = make_code("replace")
+        s[code] = ("replace", code)
+        s[code] = ("new", code)
+        del s[code]
+        dying = make_code("death")
+        s[dying] = ("death", None)
+        del dying
+        gc.collect()
+        s[target] = ("release", None)
+        s.release()
+        self.assertEqual(seen, [("replace", True, False, "replace", True), ("new", True, False, "new", True),
+                                ("death", True, False, "death", True), ("release", True, True, "release", True)])
+        self.assertEqual([h for h in coextra.hooks() if h.name.startswith("from-free")], [])
 
     def test_on_free_releases_its_own_slot(self):
         freed = []

@@ -1,7 +1,9 @@
-"""test_stubs.py: the type stubs (coextra/__init__.pyi) name exactly the module's public API, with matching members."""
+"""test_stubs.py: the type stubs (coextra/__init__.pyi) name exactly the module's public API, with matching members;
+the version is the one of meson.build."""
 import ast
 import inspect
 import os
+import re
 import unittest
 
 import coextra
@@ -67,6 +69,28 @@ class StubTests(unittest.TestCase):
             coextra.add_hook("stub-check", bogus=1)
         h = coextra.add_hook("stub-check", on_enter=None, on_exit=None, priority=coextra.PRIORITY_DEFAULT, only=None)
         h.remove()
+
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir)
+
+
+class VersionTests(unittest.TestCase):
+    """meson.build's project(version:) is the one place that holds the version: COEXTRA_VERSION
+    (lib/coextra_version.h, configure_file) and the wheel's (pyproject.toml, dynamic) come from it."""
+
+    def read(self, name):
+        with open(os.path.join(ROOT, name)) as f:
+            return f.read()
+
+    def test_module_version_is_meson_project_version(self):
+        m = re.search(r"^project\('coextra',.*?version\s*:\s*'([^']+)'", self.read("meson.build"), re.S | re.M)
+        self.assertIsNotNone(m)
+        self.assertEqual(coextra.__version__, m.group(1))
+
+    def test_pyproject_takes_the_version_from_meson(self):
+        text = self.read("pyproject.toml")
+        self.assertRegex(text, r'(?m)^dynamic = \["version"\]')
+        self.assertNotRegex(text, r"(?m)^version\s*=")
 
 
 if __name__ == "__main__":
