@@ -44,6 +44,8 @@ const coextra_api g_api = {
     frame_is_call_of,
     hide_from_tracing,
     unhide_from_tracing,
+    // ABI 1.4: slot iteration
+    slot_foreach,
 };
 
 } // namespace

@@ -34,6 +34,7 @@ int slot_set(PyObject *code, coextra_slot slot, void *value);
 void *slot_get(PyObject *code, coextra_slot slot) noexcept;
 int slot_clear(PyObject *code, coextra_slot slot);
 Py_ssize_t slot_live(coextra_slot slot);
+int slot_foreach(coextra_slot slot, coextra_slot_visit_fn fn, void *arg); // ABI 1.4
 PyObject *slots_info();
 PyObject *released_error_type() noexcept;
 

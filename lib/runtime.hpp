@@ -150,6 +150,11 @@ struct SlotRec {
     uint32_t flags = 0;
     std::size_t live = 0; // code objects holding a value in this slot
     uint32_t watchers = 0; // active observers on sys.monitoring with this slot as `only` (monitor.cpp)
+    String owner; // who reserved it, for the "already exists" error: a Python module or a native file
+    // The last slot released at this index, to name it in the ReleasedError
+    // of a stale handle (moved here at release: no allocation).
+    String released_name;
+    uint32_t released_generation = 0;
 };
 
 // The co_extra block of one code object.  Starts with the frozen public
@@ -169,6 +174,7 @@ struct Block {
     PyObject *code;  // the code object holding the block (borrowed: the block dies with it)
     bool monitored;  // sys.monitoring local events are on for `code` (monitor.cpp)
     uint32_t in_flight; // frames of `code` whose observers were entered and not yet exited (monitor.cpp)
+    bool dying;         // `code` is being deallocated (block_free_cb): slot_foreach must not take a reference
     static constexpr uint32_t kInline = 2;
     coextra_block_entry inline_entries[kInline];
 };

@@ -164,6 +164,7 @@ void block_free_cb(void *p) {
     if (b->pub.magic != COEXTRA_BLOCK_MAGIC)
         return; // not ours: never touch foreign data
     Runtime *rt = b->rt;
+    b->dying = true; // slot_foreach skips it: its code object has no reference left
     // The block stays linked while its free functions run: one of them may
     // release another slot whose value is still in this block, and
     // slot_release must then find and free it here, because once release
@@ -194,6 +195,35 @@ void block_free_cb(void *p) {
     runtime_decref(rt);
 }
 
+// Who reserves a slot, for the "already exists" error: a Python slot, the
+// module of the Python code that made it (the calling frame's __name__); a
+// native one, the file holding its free function (dladdr, where there is
+// one), else "native code".  Throws std::bad_alloc; -1 with an error only if
+// reading __name__ raised.
+int describe_owner(uint32_t flags, coextra_free_fn free_fn, String &out) {
+    if (flags & COEXTRA_FLAG_PYTHON) {
+        PyObject *globals = PyEval_GetGlobals(); // borrowed; NULL without a Python frame
+        PyObject *mod = globals ? PyDict_GetItemString(globals, "__name__") : nullptr; // borrowed
+        const char *s = mod && PyUnicode_Check(mod) ? PyUnicode_AsUTF8(mod) : nullptr;
+        if (s == nullptr && PyErr_Occurred())
+            return -1;
+        out = s ? String("Python code in module '") + s + "'" : String("Python code");
+        return 0;
+    }
+#ifdef COEXTRA_HAVE_DLADDR_
+    Dl_info info;
+    if (free_fn != nullptr && dladdr(reinterpret_cast<const void *>(free_fn), &info) != 0 &&
+        info.dli_fname != nullptr && info.dli_fname[0]) {
+        out = String("native code in ") + info.dli_fname;
+        return 0;
+    }
+#else
+    (void)free_fn;
+#endif
+    out = "native code";
+    return 0;
+}
+
 int type_error_code(PyObject *code) {
     if (code == nullptr)
         PyErr_SetString(PyExc_TypeError, "coextra: expected a code object, got NULL");
@@ -215,8 +245,12 @@ SlotRec *checked_slot(Runtime *rt, coextra_slot slot) {
     SlotRec *rec = lookup_slot(rt, slot);
     if (rec != nullptr)
         return rec;
+    const SlotRec *old = slot.index >= 1 && slot.index <= rt->slots.size() ? &rt->slots[slot.index - 1] : nullptr;
     if (slot.index == 0 && slot.generation == 0)
         PyErr_SetString(PyExc_ValueError, "coextra: the zero slot handle names no slot");
+    else if (old != nullptr && slot.generation != 0 && old->released_generation == slot.generation)
+        PyErr_Format(rt->released_error, "coextra: slot '%s' (index %u, generation %u) has been released",
+                     old->released_name.c_str(), (unsigned)slot.index, (unsigned)slot.generation);
     else
         PyErr_Format(rt->released_error,
                      "coextra: slot handle (index %u, generation %u) is released, or belongs to "
@@ -287,7 +321,13 @@ int detach_slot(coextra_slot slot, Vector<void *> &values, coextra_free_fn *fn_o
     coextra_free_fn fn = rec->free_fn;
     void *ctx = rec->ctx;
     rt->slot_names.erase(rec->name);
-    rec->name.clear();
+    // No allocation: the name moves aside for the stale handle's error, and
+    // the buffers left over (the previous release's name, the owner) are
+    // freed, so that an index holds at most one old name.
+    rec->released_name.swap(rec->name);
+    rec->released_generation = slot.generation;
+    String().swap(rec->name);
+    String().swap(rec->owner);
     rec->free_fn = nullptr;
     rec->ctx = nullptr;
     rec->generation = 0;
@@ -352,6 +392,32 @@ int store_entry(PyObject *code, coextra_slot slot, void *value, FreeCall *replac
     return 0;
 }
 
+// slot_foreach's part under the lock: strong references to the code objects
+// that hold a value in `slot` (none of a dying block: its code object has no
+// reference left, and a free function running from its code_dealloc must
+// not see it).
+int snapshot_codes(coextra_slot slot, Vector<PyObject *> &codes) {
+    RegistryLock lock;
+    Runtime *rt = current_runtime();
+    if (rt == nullptr)
+        return -1;
+    SlotRec *rec = checked_slot(rt, slot);
+    if (rec == nullptr)
+        return -1;
+    try {
+        codes.reserve(rec->live);
+        for (Block *b = rt->blocks; b != nullptr; b = b->next)
+            if (!b->dying && entry_holds(b, slot))
+                codes.push_back(b->code);
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (PyObject *code : codes)
+        Py_INCREF(code);
+    return 0;
+}
+
 } // namespace
 
 namespace api {
@@ -370,7 +436,9 @@ int slot_reserve_ex(const char *name, coextra_free_fn free_fn, void *ctx, uint32
     try {
         String key(name);
         if (rt->slot_names.find(key) != rt->slot_names.end()) {
-            PyErr_Format(PyExc_ValueError, "coextra: a slot named '%s' already exists", name);
+            const SlotRec &holder = rt->slots[rt->slot_names.find(key)->second - 1];
+            PyErr_Format(PyExc_ValueError, "coextra: a slot named '%s' already exists (index %u, reserved by %s)",
+                         name, (unsigned)(rt->slot_names.find(key)->second), holder.owner.c_str());
             return -1;
         }
         if (rt->slots.size() >= UINT32_MAX - 1) {
@@ -382,6 +450,8 @@ int slot_reserve_ex(const char *name, coextra_free_fn free_fn, void *ctx, uint32
         rt->free_indices.reserve(rt->slots.size() + 1);
         SlotRec rec;
         rec.name = key;
+        if (describe_owner(flags, free_fn, rec.owner) < 0)
+            return -1;
         uint32_t index;
         if (!rt->free_indices.empty()) {
             auto lowest = rt->free_indices.begin();
@@ -405,6 +475,7 @@ int slot_reserve_ex(const char *name, coextra_free_fn free_fn, void *ctx, uint32
         }
         SlotRec &r = rt->slots[index - 1];
         r.name.swap(rec.name);
+        r.owner.swap(rec.owner);
         r.free_fn = free_fn;
         r.ctx = ctx;
         r.flags = flags;
@@ -470,6 +541,42 @@ Py_ssize_t slot_live(coextra_slot slot) {
         return -1;
     SlotRec *rec = checked_slot(rt, slot);
     return rec ? static_cast<Py_ssize_t>(rec->live) : -1;
+}
+
+// ABI 1.4.  The walk holds no pointer into the block list while fn runs
+// (fn may free blocks, by killing code objects, or add them), nor the lock
+// (fn may call back into coextra): it takes the code objects first, then
+// re-reads each value at its turn.
+int slot_foreach(coextra_slot slot, coextra_slot_visit_fn fn, void *arg) {
+    if (fn == nullptr) {
+        PyErr_SetString(PyExc_ValueError, "coextra_slot_foreach: fn is NULL");
+        return -1;
+    }
+    Vector<PyObject *> codes;
+    if (snapshot_codes(slot, codes) < 0)
+        return -1;
+    Runtime *rt = current_runtime();
+    int rc = 0;
+    for (PyObject *code : codes) {
+        void *value = rt ? block_value(rt, code, slot) : nullptr;
+        if (value == nullptr)
+            continue; // cleared (or replaced by nothing) since the snapshot
+        rc = fn(code, value, arg);
+        if (rc != 0)
+            break;
+        if (lookup_slot(rt, slot) == nullptr) {
+            checked_slot(rt, slot); // the ReleasedError
+            rc = -1;
+            break;
+        }
+    }
+    // Dropping the snapshot may free code objects (and run their slots' free
+    // functions, which may raise and clear errors of their own).
+    PendingError pending;
+    for (PyObject *code : codes)
+        Py_DECREF(code);
+    pending.restore();
+    return rc;
 }
 
 PyObject *slots_info() {

@@ -19,6 +19,7 @@ struct SlotObject {
     PyObject_HEAD
     const coextra_api *api;
     coextra_slot handle; // zero once released
+    coextra_slot reserved; // the handle it was given, kept to name it in ReleasedError
     PyObject *name;
     SlotCtx *ctx;
     PyObject *weakrefs;
@@ -55,7 +56,9 @@ int check_live(SlotObject *s) {
     if (s->handle.generation != 0)
         return 0;
     ModuleState *st = state_from_type(Py_TYPE(s));
-    PyErr_Format(st ? st->released_error : PyExc_RuntimeError, "coextra: slot %R has been released", s->name);
+    PyErr_Format(st ? st->released_error : PyExc_RuntimeError,
+                 "coextra: slot %R (index %u, generation %u) has been released", s->name,
+                 (unsigned)s->reserved.index, (unsigned)s->reserved.generation);
     return -1;
 }
 
@@ -115,6 +118,7 @@ PyObject *slot_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     }
     self->api = st->api;
     self->handle = coextra_slot{0, 0};
+    self->reserved = coextra_slot{0, 0};
     self->ctx = ctx;
     Py_INCREF(name);
     self->name = name;
@@ -122,6 +126,7 @@ PyObject *slot_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
         Py_DECREF(self);
         return nullptr;
     }
+    self->reserved = self->handle;
     if (on_free != Py_None) {
         Py_INCREF(on_free);
         ctx->on_free = on_free;
@@ -238,6 +243,62 @@ PyObject *slot_get_method(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return v;
 }
 
+// Iteration (ABI 1.4): the code objects are taken first (coextra_slot_foreach
+// into a list of strong references), then each is looked up again as its turn
+// comes, so the loop body may set, delete or replace values: a code object
+// whose value went meanwhile is skipped, and a release stops the loop with
+// ReleasedError (from __contains__ / _item).
+int collect_code(PyObject *code, void *, void *list) { return PyList_Append(static_cast<PyObject *>(list), code); }
+
+PyObject *snapshot_codes(SlotObject *s) {
+    PyObject *list = PyList_New(0);
+    if (list == nullptr)
+        return nullptr;
+    if (s->api->slot_foreach(s->handle, collect_code, list) != 0) {
+        Py_DECREF(list);
+        return nullptr;
+    }
+    return list;
+}
+
+// filter(fn, map(...) or codes): builtins that hold the list and call back per item.
+PyObject *lazy_over_snapshot(PyObject *self, const char *per_item, bool pairs) {
+    SlotObject *s = as_slot(self);
+    if (check_live(s) < 0)
+        return nullptr;
+    PyObject *codes = snapshot_codes(s);
+    if (codes == nullptr)
+        return nullptr;
+    PyObject *fn = PyObject_GetAttrString(self, per_item);
+    PyObject *it = nullptr;
+    if (fn != nullptr && pairs) {
+        PyObject *mapped = PyObject_CallFunctionObjArgs(reinterpret_cast<PyObject *>(&PyMap_Type), fn, codes, nullptr);
+        if (mapped != nullptr)
+            it = PyObject_CallFunctionObjArgs(reinterpret_cast<PyObject *>(&PyFilter_Type), Py_None, mapped, nullptr);
+        Py_XDECREF(mapped);
+    } else if (fn != nullptr) {
+        it = PyObject_CallFunctionObjArgs(reinterpret_cast<PyObject *>(&PyFilter_Type), fn, codes, nullptr);
+    }
+    Py_XDECREF(fn);
+    Py_DECREF(codes);
+    return it;
+}
+
+PyObject *slot_iter(PyObject *self) { return lazy_over_snapshot(self, "__contains__", false); }
+
+PyObject *slot_items_method(PyObject *self, PyObject *) { return lazy_over_snapshot(self, "_item", true); }
+
+// (code, value), or None once code holds no value (skipped by items()).
+PyObject *slot_item_method(PyObject *self, PyObject *code) {
+    SlotObject *s = as_slot(self);
+    if (check_live(s) < 0 || check_code(code) < 0)
+        return nullptr;
+    auto *v = static_cast<PyObject *>(s->api->slot_get(code, s->handle));
+    if (v == nullptr)
+        Py_RETURN_NONE;
+    return PyTuple_Pack(2, code, v);
+}
+
 PyObject *slot_release_method(PyObject *self, PyObject *) {
     SlotObject *s = as_slot(self);
     if (check_live(s) < 0 || do_release(s) < 0)
@@ -281,6 +342,10 @@ PyObject *slot_repr(PyObject *self) {
 PyMethodDef slot_methods[] = {
     {"get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(slot_get_method)), METH_FASTCALL,
      "get(code, default=None): the value stored for code, or default."},
+    {"items", slot_items_method, METH_NOARGS,
+     "items(): an iterator of (code, value) over the code objects holding a value when it is made; "
+     "one whose value is deleted meanwhile is skipped."},
+    {"_item", slot_item_method, METH_O, "_item(code): (code, value), or None if code holds no value."},
     {"release", slot_release_method, METH_NOARGS,
      "Drop the value of every code object (on_free runs for each) and retire the slot."},
     {"__enter__", slot_enter, METH_NOARGS, nullptr},
@@ -310,6 +375,7 @@ PyType_Slot slot_slots[] = {
     {Py_mp_ass_subscript, reinterpret_cast<void *>(slot_setitem)},
     {Py_mp_length, reinterpret_cast<void *>(slot_len)},
     {Py_sq_contains, reinterpret_cast<void *>(slot_contains)},
+    {Py_tp_iter, reinterpret_cast<void *>(slot_iter)},
     {Py_tp_doc, const_cast<char *>("Slot(name, *, on_free=None)\n--\n\n"
                                    "A named per-code-object slot holding Python objects.")},
     {0, nullptr}};

@@ -49,6 +49,18 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stddef.h>
+/* dladdr(), to name the extension in the "coextra_import() has not been
+ * called" error.  glibc declares it under _GNU_SOURCE, which Python.h's
+ * pyconfig.h defines; but a C file that included a libc header before
+ * Python.h (against Python's advice) has its features fixed without it
+ * (__USE_GNU unset), and then does without.  Define COEXTRA_NO_DLADDR to
+ * leave it out; the message then says "this extension". */
+#if (defined(__linux__) || defined(__APPLE__)) && !defined(COEXTRA_NO_DLADDR)
+#include <dlfcn.h>
+#if defined(__APPLE__) || !defined(__GLIBC__) || defined(__USE_GNU)
+#define COEXTRA_HAVE_DLADDR_ 1
+#endif
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -208,6 +220,10 @@ typedef struct coextra_code_extra_ {
 static inline void *coextra_code_extra_at_(const coextra_code_extra_ *ce, size_t i) {
     return ((void *const *)((const char *)ce + offsetof(coextra_code_extra_, ce_extras)))[i];
 }
+/* ABI 1.4: the callback of coextra_slot_foreach: `code` and `value` are
+ * borrowed; return 0 to go on, anything else to stop (and have foreach return
+ * it: -1 with a Python exception set reports an error). */
+typedef int (*coextra_slot_visit_fn)(PyObject *code, void *value, void *arg);
 
 /* ---- the versioned API table (append only) ------------------------------ */
 
@@ -267,6 +283,8 @@ typedef struct coextra_api {
     int (*frame_is_call_of)(coextra_frame *frame, PyObject *function);
     int (*hide_from_tracing)(PyThreadState *tstate);
     int (*unhide_from_tracing)(PyThreadState *tstate);
+    /* ABI 1.4: slot iteration */
+    int (*slot_foreach)(coextra_slot slot, coextra_slot_visit_fn fn, void *arg);
 } coextra_api;
 
 /* ---- the hidden per-extension table pointer ----------------------------- */
@@ -293,9 +311,24 @@ static const coextra_api *coextra_api_ptr_ = NULL;
 static const coextra_fast_entry *coextra_fast_ptr_ = &coextra_fast_none_;
 #endif
 
+/* The error of every checked call made before coextra_import() succeeded.
+ * It names the extension by the file that holds this translation unit's
+ * table pointer (the one that must call coextra_import()), where the
+ * platform can tell. */
 static inline int coextra_not_imported_(void) {
+#ifdef COEXTRA_HAVE_DLADDR_
+    Dl_info info;
+    if (dladdr((const void *)&coextra_api_ptr_, &info) != 0 && info.dli_fname != NULL && info.dli_fname[0]) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "coextra: coextra_import() has not been called (or failed) in the extension %s: "
+                     "call it from the module's exec function (or PyInit_*) before any other coextra_ call",
+                     info.dli_fname);
+        return -1;
+    }
+#endif
     PyErr_SetString(PyExc_RuntimeError,
-                    "coextra: coextra_import() has not been called (or failed) in this extension");
+                    "coextra: coextra_import() has not been called (or failed) in this extension: "
+                    "call it from the module's exec function (or PyInit_*) before any other coextra_ call");
     return -1;
 }
 
@@ -369,6 +402,23 @@ static inline int coextra_slot_clear(PyObject *code, coextra_slot slot) {
  * handle is stale or foreign (coextra.ReleasedError). */
 static inline Py_ssize_t coextra_slot_live(coextra_slot slot) {
     return coextra_api_ptr_ ? coextra_api_ptr_->slot_live(slot) : coextra_not_imported_();
+}
+
+/* ABI 1.4: call fn(code, value, arg) for every code object holding a value
+ * in `slot`, in no particular order.  The code objects are taken first (a
+ * snapshot of strong references, so none dies during the walk), then visited
+ * one by one, each with the value it holds at that moment: fn may set, clear
+ * or replace values and run any Python code.  A code object whose value was
+ * cleared before its turn is skipped; one that got its first value after the
+ * snapshot is not visited.  Returns 0 once every code object was visited, or
+ * fn's non-zero return as soon as it gives one.  -1 with an exception: fn is
+ * NULL, the handle is stale or foreign (ReleasedError), the slot was
+ * released during the walk (ReleasedError, after fn returned; nothing more is
+ * visited), or the snapshot could not be allocated (MemoryError, before any
+ * call).  Values are borrowed: one read here may be freed by anything that
+ * clears or replaces it, fn included. */
+static inline int coextra_slot_foreach(coextra_slot slot, coextra_slot_visit_fn fn, void *arg) {
+    return coextra_api_ptr_ ? coextra_api_ptr_->slot_foreach(slot, fn, arg) : coextra_not_imported_();
 }
 
 /* Whether the main interpreter is the process's only one (then it runs the

@@ -135,17 +135,16 @@ public:
     Hook(const Hook &) = delete;
     Hook &operator=(const Hook &) = delete;
     Hook(Hook &&o) noexcept : h_(std::exchange(o.h_, nullptr)), fn_(std::move(o.fn_)) {}
-    ~Hook() {
-        if (h_ != nullptr && can_call_python()) {
-            PyObject *et, *ev, *tb;
-            PyErr_Fetch(&et, &ev, &tb);
-            if (coextra_hook_remove(h_) < 0)
-                PyErr_Clear();
-            PyErr_Restore(et, ev, tb);
-        } else if (h_ != nullptr) {
-            fn_.release(); // the runtime may still call it: never free under it
+    // Like destroying this Hook (its hook is removed), then moving o in.
+    Hook &operator=(Hook &&o) noexcept {
+        if (this != &o) {
+            reset();
+            h_ = std::exchange(o.h_, nullptr);
+            fn_ = std::move(o.fn_);
         }
+        return *this;
     }
+    ~Hook() { reset(); }
 
     template <class F>
     int add(const char *name, int priority, F fn, coextra_slot only = coextra_slot{0, 0}) {
@@ -181,6 +180,19 @@ public:
     coextra_hook *handle() const noexcept { return h_; }
 
 private:
+    void reset() noexcept {
+        if (h_ != nullptr && can_call_python()) {
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            if (coextra_hook_remove(h_) < 0)
+                PyErr_Clear();
+            PyErr_Restore(et, ev, tb);
+        } else if (h_ != nullptr) {
+            fn_.release(); // the runtime may still call it: never free under it
+        }
+        h_ = nullptr;
+        fn_.reset();
+    }
     struct Callable {
         virtual ~Callable() = default;
         virtual PyObject *call(Frame &f, int throwflag) = 0;

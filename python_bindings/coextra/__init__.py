@@ -7,9 +7,51 @@ them: tools reserve named per-code slots (``Slot``) and register hooks
 """
 
 import os as _os
+import sys as _sys
 from collections import namedtuple as _namedtuple
 
-from . import _coextra
+
+def _wrong_interpreter():
+    """An ImportError naming both Pythons if this package holds only extensions
+    built for other interpreters, else None.  Without it, importing a tree built
+    for another Python fails with CPython's "cannot import name '_coextra' from
+    partially initialized module", which names neither."""
+    import importlib.machinery
+    import re
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    try:
+        names = sorted(n for n in _os.listdir(here) if n.startswith("_coextra.") and n.endswith((".so", ".pyd")))
+    except OSError:
+        return None
+    if not names or any(n[len("_coextra"):] in suffixes for n in names):
+        return None  # a loadable one exists: its own error is the one to see
+
+    def describe(name):
+        # cpython-312-x86_64-linux-gnu / cp312-win_amd64; d = debug, t = free-threaded (3.13+)
+        m = re.search(r"\.(?:cpython-|cp)(\d)(\d+)([a-z]*)", name)
+        if not m:
+            return name
+        flags = {"d": " (debug build)", "t": " (free-threaded)", "td": " (free-threaded debug build)"}
+        return "CPython %s.%s%s (%s)" % (m[1], m[2], flags.get(m[3], m[3]), name)
+
+    v = _sys.version_info
+    return ImportError(
+        "coextra: this coextra was built for %s, but this is CPython %d.%d.%d%s (%s), which loads "
+        "extensions named _coextra%s: build coextra for this Python (meson setup -Dpython=%s), or "
+        "run the Python it was built for" % (
+            " and ".join(describe(n) for n in names), v[0], v[1], v[2], getattr(_sys, "abiflags", ""),
+            _sys.executable, suffixes[0], _sys.executable),
+        name="coextra", path=here)
+
+
+try:
+    from . import _coextra
+except ImportError:
+    _err = _wrong_interpreter()
+    if _err is None:
+        raise
+    raise _err from None
 from ._coextra import (
     ABI_VERSION,
     PRIORITY_DEBUGGER,

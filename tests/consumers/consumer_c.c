@@ -1,4 +1,7 @@
 /* consumer_c.c: a third-party-style C extension built only against include/coextra/coextra.h. */
+/* A libc header first, as real extensions sometimes do against Python's advice: in C (-std=c11)
+ * glibc's features are then fixed without _GNU_SOURCE, and coextra.h must still compile. */
+#include <string.h>
 #include <coextra/coextra.h>
 
 #include "test_module.h"
@@ -155,6 +158,36 @@ static PyObject *live(PyObject *m, PyObject *args) {
 
 /* The address of the table this extension uses: equal in every consumer of
  * one interpreter when they all reach the same runtime. */
+/* The callback of foreach(): calls the Python callable with (code, value); its
+ * result steers the walk (None = go on, an int = stop with it, raising = -1). */
+static int visit_call(PyObject *code, void *value, void *arg) {
+    PyObject *r = PyObject_CallFunction((PyObject *)arg, "Ol", code, *(long *)value);
+    long rc;
+    if (r == NULL)
+        return -1;
+    rc = r == Py_None ? 0 : PyLong_AsLong(r);
+    Py_DECREF(r);
+    return rc == -1 && PyErr_Occurred() ? -1 : (int)rc;
+}
+
+/* foreach(index, generation, fn) -> what coextra_slot_foreach returned (a
+ * -1 with an exception raises it).  fn=None passes a NULL callback. */
+static PyObject *foreach(PyObject *m, PyObject *args) {
+    unsigned int index, generation;
+    PyObject *fn;
+    coextra_slot s;
+    int rc;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "IIO", &index, &generation, &fn))
+        return NULL;
+    s.index = index;
+    s.generation = generation;
+    rc = coextra_slot_foreach(s, fn == Py_None ? NULL : visit_call, fn);
+    if (rc == -1 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLong(rc);
+}
+
 static PyObject *table_address(PyObject *m, PyObject *noargs) {
     (void)m;
     (void)noargs;
@@ -173,6 +206,7 @@ static PyMethodDef methods[] = {
     {"reserve_null_out", reserve_null_out, METH_VARARGS, "reserve_null_out(name): out == NULL"},
     {"reserve_bytes", reserve_bytes, METH_VARARGS, "reserve_bytes(name: bytes) -> (index, generation)"},
     {"live", live, METH_VARARGS, "live(index, generation) -> int"},
+    {"foreach", foreach, METH_VARARGS, "foreach(index, generation, fn) -> int: coextra_slot_foreach"},
     {"table_address", table_address, METH_NOARGS, "address of the coextra table in use"},
     {NULL, NULL, 0, NULL}};
 

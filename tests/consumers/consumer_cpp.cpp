@@ -57,6 +57,78 @@ PyObject *handle(PyObject *, PyObject *) {
     return Py_BuildValue("(II)", g_tags.handle().index, g_tags.handle().generation);
 }
 
+// Two hook holders and their call counts, for move-assignment.
+coextra::Hook g_hooks[2];
+long g_calls[2];
+
+int hook_index(PyObject *arg) {
+    long i = PyLong_AsLong(arg);
+    if (i == -1 && PyErr_Occurred())
+        return -1;
+    if (i < 0 || i > 1) {
+        PyErr_SetString(PyExc_IndexError, "hook holder index must be 0 or 1");
+        return -1;
+    }
+    return static_cast<int>(i);
+}
+
+// hook_add(i, name): a counting hook (counter i) into holder i.
+PyObject *hook_add(PyObject *, PyObject *args) {
+    int i;
+    const char *name;
+    if (!PyArg_ParseTuple(args, "is", &i, &name))
+        return nullptr;
+    if (i < 0 || i > 1) {
+        PyErr_SetString(PyExc_IndexError, "hook holder index must be 0 or 1");
+        return nullptr;
+    }
+    int rc = g_hooks[i].add(name, COEXTRA_PRIORITY_DEFAULT, [i](coextra::Frame &f, int throwflag) {
+        g_calls[i]++;
+        return f.next(throwflag);
+    });
+    if (rc < 0)
+        return nullptr;
+    Py_RETURN_NONE;
+}
+
+// hook_move(dst, src): g_hooks[dst] = std::move(g_hooks[src]) (dst == src: self-move).
+PyObject *hook_move(PyObject *, PyObject *args) {
+    PyObject *d, *s;
+    if (!PyArg_ParseTuple(args, "OO", &d, &s))
+        return nullptr;
+    int dst = hook_index(d), src = hook_index(s);
+    if (dst < 0 || src < 0)
+        return nullptr;
+    coextra::Hook &target = g_hooks[dst];
+    target = std::move(g_hooks[src]);
+    Py_RETURN_NONE;
+}
+
+// hook_state() -> ((added0, calls0), (added1, calls1))
+PyObject *hook_state(PyObject *, PyObject *) {
+    return Py_BuildValue("((Ol)(Ol))", g_hooks[0].added() ? Py_True : Py_False, g_calls[0],
+                         g_hooks[1].added() ? Py_True : Py_False, g_calls[1]);
+}
+
+// slot_move(name_a, name_b): Slot a = name_a, b = name_b; a = std::move(b).  Returns
+// (a holds b's old handle, b is empty, a's old handle is released); both are released on return.
+PyObject *slot_move(PyObject *, PyObject *args) {
+    const char *na, *nb;
+    if (!PyArg_ParseTuple(args, "ss", &na, &nb))
+        return nullptr;
+    coextra::Slot<std::string> a, b;
+    if (a.reserve(na) < 0 || b.reserve(nb) < 0)
+        return nullptr;
+    coextra_slot old_a = a.handle(), old_b = b.handle();
+    a = std::move(b);
+    bool took = a.handle().index == old_b.index && a.handle().generation == old_b.generation;
+    bool released = coextra_api_ptr_->slot_live(old_a) < 0;
+    if (released)
+        PyErr_Clear(); // the ReleasedError of the stale handle
+    return Py_BuildValue("(OOO)", took ? Py_True : Py_False, b.ok() ? Py_False : Py_True,
+                         released ? Py_True : Py_False);
+}
+
 PyObject *table_address(PyObject *, PyObject *) {
     return PyLong_FromVoidPtr(const_cast<coextra_api *>(coextra_api_ptr_));
 }
@@ -122,6 +194,10 @@ PyMethodDef methods[] = {
     {"untag", untag, METH_O, "untag(code)"},
     {"release", release, METH_NOARGS, "release the slot"},
     {"handle", handle, METH_NOARGS, "handle() -> (index, generation)"},
+    {"hook_add", hook_add, METH_VARARGS, "hook_add(i, name): a counting hook into holder i"},
+    {"hook_move", hook_move, METH_VARARGS, "hook_move(dst, src): holder dst = std::move(holder src)"},
+    {"hook_state", hook_state, METH_NOARGS, "((added, calls), (added, calls))"},
+    {"slot_move", slot_move, METH_VARARGS, "slot_move(a, b): Slot move-assignment, see the source"},
     {"table_address", table_address, METH_NOARGS, "address of the coextra table in use"},
     {"add_thrower", add_thrower, METH_VARARGS, "add_thrower(code, mode): a Hook whose callable throws"},
     {"remove_thrower", remove_thrower, METH_NOARGS, "remove the throwing Hook"},
@@ -135,6 +211,8 @@ void free_module(void *) {
         PyErr_Clear();
     if (g_thrower.added() && g_thrower.remove() < 0)
         PyErr_Clear();
+    g_hooks[0] = coextra::Hook();
+    g_hooks[1] = coextra::Hook();
 }
 
 } // namespace

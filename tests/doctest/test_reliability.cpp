@@ -326,6 +326,26 @@ TEST_CASE("reliability: every allocation of every C entry point may fail") {
             PyGC_Collect();
         }).points;
 
+    // foreach (ABI 1.4): the snapshot of strong references is its one allocation
+    total_points += sweep(
+        "foreach",
+        [&] {
+            code = fresh_code(serial++);
+            REQUIRE(coextra_slot_set(code, s, &g_tokens[6]) == 0);
+        },
+        [&] {
+            long seen = 0;
+            int rc = coextra_slot_foreach(
+                s, +[](PyObject *, void *, void *arg) { return ++*static_cast<long *>(arg), 0; }, &seen);
+            CHECK((rc == 0 ? seen >= 1 : seen == 0)); // a failed snapshot calls nothing
+            return rc;
+        },
+        [&](int) {
+            CHECK(coextra_slot_get(code, s) == &g_tokens[6]);
+            Py_CLEAR(code);
+            PyGC_Collect();
+        }).points;
+
     // release with values in live code objects
     std::vector<PyObject *> codes;
     total_points += sweep(

@@ -46,7 +46,7 @@ class StubTests(unittest.TestCase):
             stubbed.discard("__init__")
             real = {n for n in dir(getattr(coextra, cls_name)) if not n.startswith("_")}
             real |= {n for n in ("__enter__", "__exit__", "__getitem__", "__setitem__", "__delitem__",
-                                 "__contains__", "__len__") if hasattr(getattr(coextra, cls_name), n)}
+                                 "__contains__", "__len__", "__iter__") if hasattr(getattr(coextra, cls_name), n)}
             self.assertEqual(stubbed, real, cls_name)
 
     def test_namedtuple_fields_match(self):
