@@ -212,15 +212,24 @@ int check_hook_def(Runtime *rt, const char *name, int priority, coextra_slot onl
 }
 
 // A new record, not yet in the registry; nullptr with an error set.
-HookRec *new_hook(Runtime *rt, const char *name, int priority, coextra_slot only, uint32_t flags) {
+// native_code: one of the owner's functions (describe_owner).
+HookRec *new_hook(Runtime *rt, const char *name, int priority, coextra_slot only, uint32_t flags,
+                  const void *native_code) {
     try {
         String key(name);
-        if (rt->hook_names.find(key) != rt->hook_names.end()) {
-            PyErr_Format(PyExc_ValueError, "coextra: a hook named '%s' already exists", name);
+        auto taken = rt->hook_names.find(key);
+        if (taken != rt->hook_names.end()) {
+            const HookRec *holder = rt->hooks.find(taken->second)->second;
+            PyErr_Format(PyExc_ValueError, "coextra: a hook named '%s' already exists (priority %d, added by %s)",
+                         name, holder->priority, holder->owner.c_str());
             return nullptr;
         }
+        String owner;
+        if (describe_owner(flags, native_code, owner) < 0)
+            return nullptr;
         HookRec *h = make<HookRec>();
         h->name.swap(key);
+        h->owner.swap(owner);
         h->handle = next_handle();
         h->seq = ++g_hook_seq;
         h->priority = priority;
@@ -336,7 +345,7 @@ int hook_add_ex(const coextra_hook_def *def, uint32_t flags, coextra_hook **out)
         PyErr_SetString(PyExc_ValueError, "coextra_hook_add: eval must not be NULL");
         return -1;
     }
-    HookRec *h = new_hook(rt, def->name, def->priority, def->only, flags);
+    HookRec *h = new_hook(rt, def->name, def->priority, def->only, flags, reinterpret_cast<const void *>(def->eval));
     if (h == nullptr)
         return -1;
     h->eval = def->eval;
@@ -361,7 +370,8 @@ int observer_add_ex(const coextra_observer_def *def, coextra_eval_fn chain_eval,
     int monitored = 0;
     if (def->only.generation != 0 && (monitored = monitor_take_tool(rt)) < 0)
         return -1;
-    HookRec *h = new_hook(rt, def->name, def->priority, def->only, flags);
+    const coextra_observe_fn fn = def->on_enter != nullptr ? def->on_enter : def->on_exit;
+    HookRec *h = new_hook(rt, def->name, def->priority, def->only, flags, reinterpret_cast<const void *>(fn));
     if (h == nullptr) {
         if (monitored) {
             PendingError failure;

@@ -36,6 +36,35 @@ bool want_hook_checks() {
 // filled in when that interpreter's co_extra index is first requested.
 coextra_fast_entry g_fast = {nullptr, -1, &g_no_list_head};
 
+// Who made a slot or hook, for the "already exists" errors: for Python code,
+// the module of the calling frame (its __name__); for native code, the file
+// holding `native_code` (a function of the owner: dladdr, where there is
+// one), else "native code".  Throws std::bad_alloc; -1 with an error only if
+// reading __name__ raised.
+int describe_owner(uint32_t flags, const void *native_code, String &out) {
+    if (flags & COEXTRA_FLAG_PYTHON) {
+        PyObject *globals = PyEval_GetGlobals(); // borrowed; NULL without a Python frame
+        PyObject *mod = globals ? PyDict_GetItemString(globals, "__name__") : nullptr; // borrowed
+        const char *s = mod && PyUnicode_Check(mod) ? PyUnicode_AsUTF8(mod) : nullptr;
+        if (s == nullptr && PyErr_Occurred())
+            return -1;
+        out = s ? String("Python code in module '") + s + "'" : String("Python code");
+        return 0;
+    }
+#ifdef COEXTRA_HAVE_DLADDR_
+    Dl_info info;
+    if (native_code != nullptr && dladdr(native_code, &info) != 0 && info.dli_fname != nullptr &&
+        info.dli_fname[0]) {
+        out = String("native code in ") + info.dli_fname;
+        return 0;
+    }
+#else
+    (void)native_code;
+#endif
+    out = "native code";
+    return 0;
+}
+
 void set_co_extra_index(Runtime *rt, Py_ssize_t idx) noexcept {
     rt->co_extra_index = idx;
     if (g_fast.interp == rt->interp)

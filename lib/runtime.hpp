@@ -198,6 +198,7 @@ inline void empty_entry(Block *b, uint32_t i) noexcept {
 struct HookRec {
     std::size_t refs = 1; // runtime table + one per chain snapshot holding it
     uintptr_t handle = 0; // what coextra_hook* the owner holds: salted, never reused (hooks.cpp)
+    String owner; // who added it, for the "already exists" error (describe_owner)
     uint64_t seq = 0; // registration order, breaks priority ties
     String name;
     int priority = COEXTRA_PRIORITY_DEFAULT;
@@ -405,6 +406,10 @@ inline Runtime *runtime_for(PyInterpreterState *interp) noexcept {
 Runtime *current_runtime();          // for the calling thread's interpreter; nullptr + RuntimeError
 void runtime_decref(Runtime *rt) noexcept;
 int check_name(const char *name, const char *what);
+// "Python code in module 'm'", "native code in /path/ext.so" or "native
+// code": who made a slot or hook (runtime.cpp).  native_code: one of the
+// owner's functions.  Throws std::bad_alloc; -1 with an error set.
+int describe_owner(uint32_t flags, const void *native_code, String &out);
 uint32_t next_generation() noexcept;
 // The consumers' fast entry (coextra_fast_entry in coextra.h): written by
 // runtime.cpp only; api.cpp hands out its address.

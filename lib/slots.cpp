@@ -195,35 +195,6 @@ void block_free_cb(void *p) {
     runtime_decref(rt);
 }
 
-// Who reserves a slot, for the "already exists" error: a Python slot, the
-// module of the Python code that made it (the calling frame's __name__); a
-// native one, the file holding its free function (dladdr, where there is
-// one), else "native code".  Throws std::bad_alloc; -1 with an error only if
-// reading __name__ raised.
-int describe_owner(uint32_t flags, coextra_free_fn free_fn, String &out) {
-    if (flags & COEXTRA_FLAG_PYTHON) {
-        PyObject *globals = PyEval_GetGlobals(); // borrowed; NULL without a Python frame
-        PyObject *mod = globals ? PyDict_GetItemString(globals, "__name__") : nullptr; // borrowed
-        const char *s = mod && PyUnicode_Check(mod) ? PyUnicode_AsUTF8(mod) : nullptr;
-        if (s == nullptr && PyErr_Occurred())
-            return -1;
-        out = s ? String("Python code in module '") + s + "'" : String("Python code");
-        return 0;
-    }
-#ifdef COEXTRA_HAVE_DLADDR_
-    Dl_info info;
-    if (free_fn != nullptr && dladdr(reinterpret_cast<const void *>(free_fn), &info) != 0 &&
-        info.dli_fname != nullptr && info.dli_fname[0]) {
-        out = String("native code in ") + info.dli_fname;
-        return 0;
-    }
-#else
-    (void)free_fn;
-#endif
-    out = "native code";
-    return 0;
-}
-
 int type_error_code(PyObject *code) {
     if (code == nullptr)
         PyErr_SetString(PyExc_TypeError, "coextra: expected a code object, got NULL");
@@ -450,7 +421,7 @@ int slot_reserve_ex(const char *name, coextra_free_fn free_fn, void *ctx, uint32
         rt->free_indices.reserve(rt->slots.size() + 1);
         SlotRec rec;
         rec.name = key;
-        if (describe_owner(flags, free_fn, rec.owner) < 0)
+        if (describe_owner(flags, reinterpret_cast<const void *>(free_fn), rec.owner) < 0)
             return -1;
         uint32_t index;
         if (!rt->free_indices.empty()) {

@@ -68,6 +68,32 @@ class TestDuplicateSlotNamesItsHolder(unittest.TestCase):
         s.release()
 
 
+class TestDuplicateHookNamesItsHolder(unittest.TestCase):
+    def test_python_hook_names_its_module_and_priority(self):
+        name = uname()
+        h = coextra.add_hook(name, on_enter=lambda code: None, priority=321)
+        self.addCleanup(h.remove)
+        with self.assertRaises(ValueError) as cm:
+            coextra.add_hook(name, on_enter=lambda code: None)
+        self.assertEqual(str(cm.exception), "coextra: a hook named '%s' already exists (priority 321, added by "
+                                            "Python code in module '%s')" % (name, __name__))
+
+    def test_native_hook_names_its_file(self):
+        import coextra_test_native as native
+        name = uname()
+        h = native.add(name, 700, "pass")
+        self.addCleanup(native.remove, h)
+        with self.assertRaises(ValueError) as cm:
+            coextra.add_hook(name, on_exit=lambda code: None)
+        msg = str(cm.exception)
+        self.assertIn("a hook named '%s' already exists (priority 700, added by native code" % name, msg)
+        if sys.platform.startswith("linux") or sys.platform == "darwin":
+            self.assertTrue(msg.endswith("added by native code in %s)" % native.__file__), msg)
+        with self.assertRaises(ValueError) as cm:
+            native.add(name, 100, "pass")  # and the other way round: native meets native
+        self.assertIn("priority 700, added by native code", str(cm.exception))
+
+
 class TestReleasedErrorNamesTheSlot(unittest.TestCase):
     def test_a_stale_native_handle_names_its_slot(self):
         name = uname("c")
