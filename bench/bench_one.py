@@ -16,6 +16,7 @@
 # {"unavailable": "..."}.
 
 import gc
+import importlib
 import json
 import os
 import sys
@@ -86,11 +87,16 @@ def _cprofile():
     return p.disable
 
 
-def _profiler():
+def _example_tool(name):
+    # One of the examples' packages, or Unavailable when it was not built.
     try:
-        import coextra_profiler
+        return importlib.import_module(name)
     except ImportError as e:
         raise Unavailable("tool not built (%s)" % e)
+
+
+def _profiler():
+    coextra_profiler = _example_tool("coextra_profiler")
     cls = getattr(coextra_profiler, "Profile", None) or getattr(coextra_profiler, "Profiler", None)
     if cls is None:
         raise Unavailable("coextra_profiler has no Profile class")
@@ -99,15 +105,29 @@ def _profiler():
     return p.disable
 
 
-def _pdb_session(**backend):
-    # What `python -m pdb script.py`, `b cold`, `c` leaves running, with
-    # the breakpoint in a function the workloads never call.
-    import pdb
-    p = pdb.Pdb(stdin=open(os.devnull), stdout=open(os.devnull, "w"), **backend)
-    p.reset()
-    err = p.set_break(W.__file__, W.cold_line())
+def _break_cold(cls, **kw):
+    # A bdb-style debugger (pdb, coextra_debugger) that reads and prints
+    # nothing, after `b cold`: a breakpoint in a function the workloads never call.
+    d = cls(stdin=open(os.devnull), stdout=open(os.devnull, "w"), **kw)
+    err = d.set_break(W.__file__, W.cold_line())
     if err:
         raise RuntimeError(err)
+    return d
+
+
+def _stopper(d, detach):
+    # What ends a debugger session: detach() it, then drop its breakpoints.
+    def stop():
+        detach()
+        d.clear_all_breaks()
+    return stop
+
+
+def _pdb_session(**backend):
+    # What `python -m pdb script.py`, `b cold`, `c` leaves running.
+    import pdb
+    p = _break_cold(pdb.Pdb, **backend)
+    p.reset()
     p.botframe = sys._getframe()
     p.set_continue()
     return p
@@ -119,11 +139,7 @@ def _pdb():
     # breakpoint (here: the workloads' file).
     p = _pdb_session()
     sys.settrace(p.trace_dispatch)
-
-    def stop():
-        sys.settrace(None)
-        p.clear_all_breaks()
-    return stop
+    return _stopper(p, lambda: sys.settrace(None))
 
 
 def _pdbmon():
@@ -135,42 +151,25 @@ def _pdbmon():
         raise Unavailable("pdb has no sys.monitoring backend before 3.14")
     p = _pdb_session(backend="monitoring")
     p.start_trace()
-
-    def stop():
-        p.stop_trace()
-        p.clear_all_breaks()
-    return stop
+    return _stopper(p, p.stop_trace)
 
 
 def _debugger():
-    try:
-        import coextra_debugger
-    except ImportError as e:
-        raise Unavailable("tool not built (%s)" % e)
+    coextra_debugger = _example_tool("coextra_debugger")
     cls = getattr(coextra_debugger, "Debugger", None)
     if cls is None or not hasattr(cls, "attach"):
         raise Unavailable("coextra_debugger has no Debugger.attach()")
     # The same session as _pdb(): `b cold`, then continue (attach() = keep
     # running with the breakpoints watched, no stop).
-    d = cls(stdin=open(os.devnull), stdout=open(os.devnull, "w"))
-    err = d.set_break(W.__file__, W.cold_line())
-    if err:
-        raise RuntimeError(err)
+    d = _break_cold(cls)
     d.attach()
-
-    def stop():
-        d.detach()
-        d.clear_all_breaks()
-    return stop
+    return _stopper(d, d.detach)
 
 
 def _memo():
     # The memo tool active (one memoized function that the workloads never
     # call): its hook is restricted to its slot, so every workload frame skips it.
-    try:
-        import coextra_memo
-    except ImportError as e:
-        raise Unavailable("tool not built (%s)" % e)
+    coextra_memo = _example_tool("coextra_memo")
 
     def memo_target(x):
         return x * 2
@@ -180,10 +179,7 @@ def _memo():
 
 def _memofib():
     # The JIT-shaped path: fib itself memoized (cached calls finished by coextra_frame_return).
-    try:
-        import coextra_memo
-    except ImportError as e:
-        raise Unavailable("tool not built (%s)" % e)
+    coextra_memo = _example_tool("coextra_memo")
     coextra_memo.memoize(W.fib)
     return lambda: coextra_memo.unmemoize(W.fib)
 

@@ -6,7 +6,9 @@
  * count instructions of the workload alone, and raw co_extra helpers for the
  * memory rows (one CPython co_extra index per tool).
  */
-#include <Python.h>
+#include "bench_tools.h"
+#include "raw_eval_hook.h"
+#include "test_module.h"
 
 #ifdef COEXTRA_BENCH_CALLGRIND
 #  include <valgrind/callgrind.h>
@@ -19,13 +21,6 @@
 #  define CALLGRIND_DUMP_STATS_AT(s) ((void)(s))
 #endif
 
-#if PY_VERSION_HEX >= 0x030B0000
-typedef struct _PyInterpreterFrame FRAME; /* 3.11+ */
-#else
-typedef PyFrameObject FRAME; /* 3.9/3.10 */
-#endif
-typedef PyObject *(*eval_fn)(PyThreadState *, FRAME *, int);
-
 #if PY_VERSION_HEX >= 0x030C0000
 #  define REQUEST_INDEX PyUnstable_Eval_RequestCodeExtraIndex
 #  define SET_EXTRA PyUnstable_Code_SetExtra
@@ -34,95 +29,64 @@ typedef PyObject *(*eval_fn)(PyThreadState *, FRAME *, int);
 #  define SET_EXTRA _PyCode_SetExtra
 #endif
 
-static eval_fn g_prev;
-static int g_installed;
+static raw_eval_hook g_hook = {"raw hook", NULL, 0};
 static unsigned long long g_frames;
 
 /* The floor: the cheapest possible pass-through hook. */
-static PyObject *raw_eval(PyThreadState *ts, FRAME *f, int throwflag) {
+static PyObject *raw_eval(PyThreadState *ts, raw_frame *f, int throwflag) {
     return _PyEval_EvalFrameDefault(ts, f, throwflag);
 }
 
 /* The same, counting frames (used once to know how many frames a workload runs). */
-static PyObject *raw_eval_count(PyThreadState *ts, FRAME *f, int throwflag) {
+static PyObject *raw_eval_count(PyThreadState *ts, raw_frame *f, int throwflag) {
     g_frames++;
     return _PyEval_EvalFrameDefault(ts, f, throwflag);
 }
 
-static PyObject *install(PyObject *m, PyObject *args) {
+static PyObject *install(PyObject *Py_UNUSED(m), PyObject *args) {
     int count = 0;
-    PyInterpreterState *interp = PyInterpreterState_Get();
-    (void)m;
     if (!PyArg_ParseTuple(args, "|p", &count))
         return NULL;
-    if (g_installed) {
-        PyErr_SetString(PyExc_RuntimeError, "raw hook already installed");
-        return NULL;
-    }
-    g_prev = (eval_fn)_PyInterpreterState_GetEvalFrameFunc(interp);
-    _PyInterpreterState_SetEvalFrameFunc(interp, (_PyFrameEvalFunction)(count ? raw_eval_count : raw_eval));
-    g_installed = 1;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(raw_eval_hook_install(&g_hook, count ? raw_eval_count : raw_eval));
 }
 
-static PyObject *uninstall(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
-    if (!g_installed) {
-        PyErr_SetString(PyExc_RuntimeError, "raw hook not installed");
-        return NULL;
-    }
-    _PyInterpreterState_SetEvalFrameFunc(PyInterpreterState_Get(), (_PyFrameEvalFunction)g_prev);
-    g_installed = 0;
-    Py_RETURN_NONE;
+static PyObject *uninstall(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
+    return coextra_test_none_unless_failed(raw_eval_hook_uninstall(&g_hook));
 }
 
-static PyObject *frames(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *frames(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     return PyLong_FromUnsignedLongLong(g_frames);
 }
 
-static PyObject *reset_frames(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *reset_frames(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     g_frames = 0;
     Py_RETURN_NONE;
 }
 
 /* ---- callgrind client requests (no-ops outside valgrind) ----------------- */
 
-static PyObject *cg_running(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *cg_running(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     return PyLong_FromLong((long)RUNNING_ON_VALGRIND);
 }
 
-static PyObject *cg_start(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *cg_start(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     CALLGRIND_START_INSTRUMENTATION;
     Py_RETURN_NONE;
 }
 
-static PyObject *cg_toggle(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *cg_toggle(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     CALLGRIND_TOGGLE_COLLECT;
     Py_RETURN_NONE;
 }
 
-static PyObject *cg_zero(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *cg_zero(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     CALLGRIND_ZERO_STATS;
     Py_RETURN_NONE;
 }
 
 /* cg_dump(name): write a profile dump of what was collected since the last one and zero the counters. */
-static PyObject *cg_dump(PyObject *m, PyObject *arg) {
+static PyObject *cg_dump(PyObject *Py_UNUSED(m), PyObject *arg) {
     const char *name;
-    (void)m;
     if (!(name = PyUnicode_AsUTF8(arg)))
         return NULL;
     CALLGRIND_DUMP_STATS_AT(name);
@@ -131,25 +95,19 @@ static PyObject *cg_dump(PyObject *m, PyObject *arg) {
 
 /* ---- raw co_extra: one index per tool (memory rows) ---------------------- */
 
-#define MAX_TOOLS 8
-static Py_ssize_t g_index[MAX_TOOLS];
+static Py_ssize_t g_index[BENCH_MAX_TOOLS];
 static int g_nindex;
-static char g_dummy[MAX_TOOLS]; /* values stored: static, so storing allocates nothing */
+static char g_dummy[BENCH_MAX_TOOLS]; /* values stored: static, so storing allocates nothing */
 
-static void noop_free(void *p) { (void)p; }
+static void noop_free(void *Py_UNUSED(p)) {}
 
 /* request(k): make sure k raw indices exist (each a "tool"); returns the list of indices. */
-static PyObject *request(PyObject *m, PyObject *arg) {
-    long k = PyLong_AsLong(arg);
+static PyObject *request(PyObject *Py_UNUSED(m), PyObject *arg) {
+    long k;
     PyObject *out;
     int i;
-    (void)m;
-    if (k == -1 && PyErr_Occurred())
+    if (bench_tools_arg(arg, &k) < 0)
         return NULL;
-    if (k < 0 || k > MAX_TOOLS) {
-        PyErr_Format(PyExc_ValueError, "k must be 0..%d", MAX_TOOLS);
-        return NULL;
-    }
     while (g_nindex < k) {
         Py_ssize_t idx = REQUEST_INDEX(noop_free);
         if (idx < 0) {
@@ -166,46 +124,25 @@ static PyObject *request(PyObject *m, PyObject *arg) {
     return out;
 }
 
+static int store_raw(PyObject *code, int i) { return SET_EXTRA(code, g_index[i], &g_dummy[i]); }
+
 /* set_all(codes, k): store a (static) value at each of the first k raw indices of every code object. */
-static PyObject *set_all(PyObject *m, PyObject *args) {
-    PyObject *codes, *seq;
-    int k, i;
-    Py_ssize_t j, n;
-    (void)m;
-    if (!PyArg_ParseTuple(args, "Oi", &codes, &k))
-        return NULL;
-    if (k < 0 || k > g_nindex) {
-        PyErr_SetString(PyExc_ValueError, "request(k) first");
-        return NULL;
-    }
-    if (!(seq = PySequence_Fast(codes, "codes must be a sequence")))
-        return NULL;
-    n = PySequence_Fast_GET_SIZE(seq);
-    for (j = 0; j < n; j++) {
-        PyObject *code = PySequence_Fast_GET_ITEM(seq, j);
-        for (i = 0; i < k; i++) {
-            if (SET_EXTRA(code, g_index[i], &g_dummy[i]) < 0) {
-                Py_DECREF(seq);
-                return NULL;
-            }
-        }
-    }
-    Py_DECREF(seq);
-    Py_RETURN_NONE;
+static PyObject *set_all(PyObject *Py_UNUSED(m), PyObject *args) {
+    return bench_store_all(args, g_nindex, "request(k)", store_raw);
 }
 
 static PyMethodDef methods[] = {
-    {"install", install, METH_VARARGS, "install(count=False): become the eval-frame function (pass-through)"},
-    {"uninstall", uninstall, METH_NOARGS, "restore the eval-frame function found at install()"},
-    {"frames", frames, METH_NOARGS, "frames seen by the counting hook"},
-    {"reset_frames", reset_frames, METH_NOARGS, "zero the frame counter"},
-    {"cg_running", cg_running, METH_NOARGS, "RUNNING_ON_VALGRIND"},
-    {"cg_start", cg_start, METH_NOARGS, "CALLGRIND_START_INSTRUMENTATION"},
-    {"cg_toggle", cg_toggle, METH_NOARGS, "CALLGRIND_TOGGLE_COLLECT"},
-    {"cg_zero", cg_zero, METH_NOARGS, "CALLGRIND_ZERO_STATS"},
-    {"cg_dump", cg_dump, METH_O, "CALLGRIND_DUMP_STATS_AT(name)"},
-    {"request", request, METH_O, "request(k) -> the first k raw co_extra indices of this module"},
-    {"set_all", set_all, METH_VARARGS, "set_all(codes, k): store a static value at k raw indices of each code"},
+    COEXTRA_TEST_METHOD(install, METH_VARARGS, "install(count=False): become the eval-frame function (pass-through)"),
+    COEXTRA_TEST_METHOD(uninstall, METH_NOARGS, "restore the eval-frame function found at install()"),
+    COEXTRA_TEST_METHOD(frames, METH_NOARGS, "frames seen by the counting hook"),
+    COEXTRA_TEST_METHOD(reset_frames, METH_NOARGS, "zero the frame counter"),
+    COEXTRA_TEST_METHOD(cg_running, METH_NOARGS, "RUNNING_ON_VALGRIND"),
+    COEXTRA_TEST_METHOD(cg_start, METH_NOARGS, "CALLGRIND_START_INSTRUMENTATION"),
+    COEXTRA_TEST_METHOD(cg_toggle, METH_NOARGS, "CALLGRIND_TOGGLE_COLLECT"),
+    COEXTRA_TEST_METHOD(cg_zero, METH_NOARGS, "CALLGRIND_ZERO_STATS"),
+    COEXTRA_TEST_METHOD(cg_dump, METH_O, "CALLGRIND_DUMP_STATS_AT(name)"),
+    COEXTRA_TEST_METHOD(request, METH_O, "request(k) -> the first k raw co_extra indices of this module"),
+    COEXTRA_TEST_METHOD(set_all, METH_VARARGS, "set_all(codes, k): store a static value at k raw indices of each code"),
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "coextra_bench_raw", NULL, -1, methods,

@@ -480,6 +480,28 @@ fc_set_next_index(_PyInterpreterFrame *frame, int index)
 #endif
 }
 
+/* Decodes code[i]: returns its opcode and sets *oparg to its argument with
+ * the bits of the EXTENDED_ARG prefixes before it (*ext) folded in.  For an
+ * EXTENDED_ARG (which 3.11 may quicken to EXTENDED_ARG_QUICK: reported as
+ * EXTENDED_ARG) *ext keeps the bits for the next instruction; any other
+ * instruction resets it, as the evaluator's oparg does. */
+static inline int
+fc_decode(const _Py_CODEUNIT *code, int i, int *ext, int *oparg)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    int opcode = code[i].op.code;
+    *oparg = code[i].op.arg | *ext;
+#else
+    int opcode = _Py_OPCODE(code[i]);
+    *oparg = _Py_OPARG(code[i]) | *ext;
+    if (opcode == EXTENDED_ARG_QUICK) {
+        opcode = EXTENDED_ARG;
+    }
+#endif
+    *ext = opcode == EXTENDED_ARG ? *oparg << 8 : 0;
+    return opcode;
+}
+
 /*
  * "Entry state": a thread-owned frame that an eval-frame function has been
  * handed but that the default evaluator has not started (has not run its
@@ -587,19 +609,9 @@ fc_run_prefix(_PyInterpreterFrame *frame)
     int ext = 0;
     int rc = 0;
     while (i < co->_co_firsttraceable) {
-#if PY_VERSION_HEX >= 0x030C0000
-        int opcode = code[i].op.code;
-        int oparg = code[i].op.arg | ext;
-#else
-        int opcode = _Py_OPCODE(code[i]);
-        int oparg = _Py_OPARG(code[i]) | ext;
-#endif
-        if (opcode == EXTENDED_ARG
-#if PY_VERSION_HEX < 0x030C0000
-            || opcode == EXTENDED_ARG_QUICK
-#endif
-           ) {
-            ext = oparg << 8;
+        int oparg;
+        int opcode = fc_decode(code, i, &ext, &oparg);
+        if (opcode == EXTENDED_ARG) {
             i++;
             continue;
         }
@@ -645,7 +657,6 @@ fc_run_prefix(_PyInterpreterFrame *frame)
             /* RESUME, RETURN_GENERATOR, or anything unexpected: stop. */
             break;
         }
-        ext = 0;
         i++;
         done = i;
     }
@@ -1051,25 +1062,10 @@ fc_cell_made(_PyInterpreterFrame *frame, int local)
     int end = fc_next_index(frame);
     int ext = 0;
     for (int i = 0; i < end; i++) {
-#if PY_VERSION_HEX >= 0x030C0000
-        int opcode = code[i].op.code;
-        int oparg = code[i].op.arg | ext;
-#else
-        int opcode = _Py_OPCODE(code[i]);
-        int oparg = _Py_OPARG(code[i]) | ext;
-#endif
-        if (opcode == EXTENDED_ARG
-#if PY_VERSION_HEX < 0x030C0000
-            || opcode == EXTENDED_ARG_QUICK
-#endif
-           ) {
-            ext = oparg << 8;
-            continue;
-        }
-        if (opcode == MAKE_CELL && oparg == local) {
+        int oparg;
+        if (fc_decode(code, i, &ext, &oparg) == MAKE_CELL && oparg == local) {
             return 1;
         }
-        ext = 0;
     }
     return 0;
 }

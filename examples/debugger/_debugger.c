@@ -261,20 +261,25 @@ static PyObject *mark(PyObject *m, PyObject *code) {
     Py_RETURN_NONE;
 }
 
-static PyObject *unmark(PyObject *m, PyObject *code) {
-    (void)m;
+/* Whether code is marked: 1 or 0, or -1 with TypeError if it is not a code object. */
+static int marked(PyObject *code) {
     if (check_code(code) < 0)
-        return NULL;
-    if (S.have_slot && coextra_slot_get(code, S.slot) != NULL && coextra_slot_clear(code, S.slot) < 0)
+        return -1;
+    return S.have_slot && coextra_slot_get(code, S.slot) != NULL;
+}
+
+static PyObject *unmark(PyObject *m, PyObject *code) {
+    int was = marked(code);
+    (void)m;
+    if (was < 0 || (was && coextra_slot_clear(code, S.slot) < 0))
         return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *is_marked(PyObject *m, PyObject *code) {
+    int is = marked(code);
     (void)m;
-    if (check_code(code) < 0)
-        return NULL;
-    return PyBool_FromLong(S.have_slot && coextra_slot_get(code, S.slot) != NULL);
+    return is < 0 ? NULL : PyBool_FromLong(is);
 }
 
 static PyObject *stats(PyObject *m, PyObject *noargs) {

@@ -5,21 +5,15 @@
 #include <coextra/coextra.h>
 
 #include "test_module.h"
+#include "test_consumer.h"
 
 /* Values are heap ints; the free function counts how often it ran. */
 static coextra_slot g_slot;
 static long g_freed;
 
-static void free_int(void *value, void *ctx) {
-    (void)ctx;
+static void free_int(void *value, void *Py_UNUSED(ctx)) {
     g_freed++;
     PyMem_RawFree(value);
-}
-
-/* (index, generation) -> a handle. */
-static int parse_slot(PyObject *args, coextra_slot *s) {
-    unsigned int index, generation;
-    return PyArg_ParseTuple(args, "II", &index, &generation) ? (s->index = index, s->generation = generation, 0) : -1;
 }
 
 /* A stored value as an int, or None. */
@@ -29,18 +23,21 @@ static PyObject *int_or_none(const long *p) {
     return PyLong_FromLong(*p);
 }
 
+/* (code, index, generation) and, if value is not NULL, an int after them. */
 static int parse_handle(PyObject *args, PyObject **code, coextra_slot *s, long *value) {
     unsigned int index, generation;
-    if (value != NULL)
-        return PyArg_ParseTuple(args, "OIIl", code, &index, &generation, value) ? (s->index = index, s->generation = generation, 0) : -1;
-    return PyArg_ParseTuple(args, "OII", code, &index, &generation) ? (s->index = index, s->generation = generation, 0) : -1;
+    if (!(value != NULL ? PyArg_ParseTuple(args, "OIIl", code, &index, &generation, value)
+                        : PyArg_ParseTuple(args, "OII", code, &index, &generation)))
+        return -1;
+    s->index = index;
+    s->generation = generation;
+    return 0;
 }
 
 /* reserve(name) -> (index, generation); the module's own slot */
-static PyObject *reserve(PyObject *m, PyObject *args) {
+static PyObject *reserve(PyObject *Py_UNUSED(m), PyObject *args) {
     const char *name;
     PyObject *name_obj;
-    (void)m;
     if (!PyArg_ParseTuple(args, "O", &name_obj))
         return NULL;
     if (name_obj == Py_None) {
@@ -50,15 +47,14 @@ static PyObject *reserve(PyObject *m, PyObject *args) {
     }
     if (coextra_slot_reserve(name, free_int, NULL, &g_slot) < 0)
         return NULL;
-    return Py_BuildValue("(II)", g_slot.index, g_slot.generation);
+    return coextra_test_slot_tuple(g_slot);
 }
 
-static PyObject *set_value(PyObject *m, PyObject *args) {
+static PyObject *set_value(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *code;
     coextra_slot s;
     long v;
     long *p;
-    (void)m;
     if (parse_handle(args, &code, &s, &v) < 0)
         return NULL;
     p = (long *)PyMem_RawMalloc(sizeof(long));
@@ -72,86 +68,70 @@ static PyObject *set_value(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *get_value(PyObject *m, PyObject *args) {
+static PyObject *get_value(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *code;
     coextra_slot s;
-    (void)m;
     if (parse_handle(args, &code, &s, NULL) < 0)
         return NULL;
     return int_or_none((long *)coextra_slot_get(code, s));
 }
 
-static PyObject *clear_value(PyObject *m, PyObject *args) {
+static PyObject *clear_value(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *code;
     coextra_slot s;
-    (void)m;
     if (parse_handle(args, &code, &s, NULL) < 0)
         return NULL;
     return coextra_test_none_unless_failed(coextra_slot_clear(code, s));
 }
 
-static PyObject *release(PyObject *m, PyObject *args) {
+static PyObject *release(PyObject *Py_UNUSED(m), PyObject *args) {
     coextra_slot s;
-    (void)m;
-    if (parse_slot(args, &s) < 0)
+    if (coextra_test_parse_slot(args, &s) < 0)
         return NULL;
     return coextra_test_none_unless_failed(coextra_slot_release(s));
 }
 
-static PyObject *freed(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *freed(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     return PyLong_FromLong(g_freed);
 }
 
 /* get_table(code, index, generation): the checked lookup through the table,
  * bypassing the inline fast path (both must agree). */
-static PyObject *get_table(PyObject *m, PyObject *args) {
+static PyObject *get_table(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *code;
     coextra_slot s;
-    (void)m;
     if (parse_handle(args, &code, &s, NULL) < 0)
         return NULL;
     return int_or_none((long *)coextra_api_ptr_->slot_get(code, s));
 }
 
 /* set_null(code, index, generation): coextra_slot_set with a NULL value (= clear). */
-static PyObject *set_null(PyObject *m, PyObject *args) {
+static PyObject *set_null(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *code;
     coextra_slot s;
-    (void)m;
     if (parse_handle(args, &code, &s, NULL) < 0)
         return NULL;
     return coextra_test_none_unless_failed(coextra_slot_set(code, s, NULL));
 }
 
 /* reserve_null_out(name): bad input on purpose (out == NULL). */
-static PyObject *reserve_null_out(PyObject *m, PyObject *args) {
-    const char *name;
-    (void)m;
-    if (!PyArg_ParseTuple(args, "s", &name))
-        return NULL;
-    return coextra_test_none_unless_failed(coextra_slot_reserve(name, free_int, NULL, NULL));
+static PyObject *reserve_null_out(PyObject *Py_UNUSED(m), PyObject *args) {
+    return coextra_test_reserve_null_out(args, free_int);
 }
 
 /* reserve_bytes(name: bytes) -> (index, generation): names that are not valid UTF-8. */
-static PyObject *reserve_bytes(PyObject *m, PyObject *args) {
+static PyObject *reserve_bytes(PyObject *Py_UNUSED(m), PyObject *args) {
     const char *name;
-    coextra_slot s;
-    (void)m;
     if (!PyArg_ParseTuple(args, "y", &name))
         return NULL;
-    if (coextra_slot_reserve(name, free_int, NULL, &s) < 0)
-        return NULL;
-    return Py_BuildValue("(II)", s.index, s.generation);
+    return coextra_test_reserve(name, free_int, NULL);
 }
 
 /* live(index, generation) -> number of code objects holding a value (checked). */
-static PyObject *live(PyObject *m, PyObject *args) {
+static PyObject *live(PyObject *Py_UNUSED(m), PyObject *args) {
     coextra_slot s;
     Py_ssize_t n;
-    (void)m;
-    if (parse_slot(args, &s) < 0 || (n = coextra_slot_live(s)) < 0)
+    if (coextra_test_parse_slot(args, &s) < 0 || (n = coextra_slot_live(s)) < 0)
         return NULL;
     return PyLong_FromSsize_t(n);
 }
@@ -188,9 +168,7 @@ static PyObject *foreach(PyObject *m, PyObject *args) {
     return PyLong_FromLong(rc);
 }
 
-static PyObject *table_address(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *table_address(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     return PyLong_FromVoidPtr((void *)coextra_api_ptr_);
 }
 
@@ -210,9 +188,4 @@ static PyMethodDef methods[] = {
     {"table_address", table_address, METH_NOARGS, "address of the coextra table in use"},
     {NULL, NULL, 0, NULL}};
 
-static int exec_module(PyObject *m) {
-    (void)m;
-    return coextra_import();
-}
-
-COEXTRA_TEST_MODULE(coextra_test_consumer_c, methods, exec_module, NULL)
+COEXTRA_TEST_MODULE(coextra_test_consumer_c, methods, coextra_test_exec_import, NULL)

@@ -2,6 +2,7 @@
 #include <coextra/coextra.hpp>
 
 #include "test_module.h"
+#include "test_consumer.h"
 
 #include <cstring>
 #include <memory>
@@ -20,7 +21,7 @@ PyObject *reserve(PyObject *, PyObject *args) {
         return nullptr;
     if (g_tags.reserve(name) < 0)
         return nullptr;
-    return Py_BuildValue("(II)", g_tags.handle().index, g_tags.handle().generation);
+    return coextra_test_slot_tuple(g_tags.handle());
 }
 
 PyObject *tag(PyObject *, PyObject *args) {
@@ -54,7 +55,7 @@ PyObject *release(PyObject *, PyObject *) {
 
 // handle() -> (index, generation), (0, 0) when not reserved.
 PyObject *handle(PyObject *, PyObject *) {
-    return Py_BuildValue("(II)", g_tags.handle().index, g_tags.handle().generation);
+    return coextra_test_slot_tuple(g_tags.handle());
 }
 
 // Two hook holders and their call counts, for move-assignment.
@@ -188,19 +189,19 @@ PyObject *remove_thrower(PyObject *, PyObject *) {
 }
 
 PyMethodDef methods[] = {
-    {"reserve", reserve, METH_VARARGS, "reserve(name) -> (index, generation)"},
-    {"tag", tag, METH_VARARGS, "tag(code, text)"},
-    {"get_tag", get_tag, METH_O, "get_tag(code) -> str or None"},
-    {"untag", untag, METH_O, "untag(code)"},
-    {"release", release, METH_NOARGS, "release the slot"},
-    {"handle", handle, METH_NOARGS, "handle() -> (index, generation)"},
-    {"hook_add", hook_add, METH_VARARGS, "hook_add(i, name): a counting hook into holder i"},
-    {"hook_move", hook_move, METH_VARARGS, "hook_move(dst, src): holder dst = std::move(holder src)"},
-    {"hook_state", hook_state, METH_NOARGS, "((added, calls), (added, calls))"},
-    {"slot_move", slot_move, METH_VARARGS, "slot_move(a, b): Slot move-assignment, see the source"},
-    {"table_address", table_address, METH_NOARGS, "address of the coextra table in use"},
-    {"add_thrower", add_thrower, METH_VARARGS, "add_thrower(code, mode): a Hook whose callable throws"},
-    {"remove_thrower", remove_thrower, METH_NOARGS, "remove the throwing Hook"},
+    COEXTRA_TEST_METHOD(reserve, METH_VARARGS, "reserve(name) -> (index, generation)"),
+    COEXTRA_TEST_METHOD(tag, METH_VARARGS, "tag(code, text)"),
+    COEXTRA_TEST_METHOD(get_tag, METH_O, "get_tag(code) -> str or None"),
+    COEXTRA_TEST_METHOD(untag, METH_O, "untag(code)"),
+    COEXTRA_TEST_METHOD(release, METH_NOARGS, "release the slot"),
+    COEXTRA_TEST_METHOD(handle, METH_NOARGS, "handle() -> (index, generation)"),
+    COEXTRA_TEST_METHOD(hook_add, METH_VARARGS, "hook_add(i, name): a counting hook into holder i"),
+    COEXTRA_TEST_METHOD(hook_move, METH_VARARGS, "hook_move(dst, src): holder dst = std::move(holder src)"),
+    COEXTRA_TEST_METHOD(hook_state, METH_NOARGS, "((added, calls), (added, calls))"),
+    COEXTRA_TEST_METHOD(slot_move, METH_VARARGS, "slot_move(a, b): Slot move-assignment, see the source"),
+    COEXTRA_TEST_METHOD(table_address, METH_NOARGS, "address of the coextra table in use"),
+    COEXTRA_TEST_METHOD(add_thrower, METH_VARARGS, "add_thrower(code, mode): a Hook whose callable throws"),
+    COEXTRA_TEST_METHOD(remove_thrower, METH_NOARGS, "remove the throwing Hook"),
     {nullptr, nullptr, 0, nullptr}};
 
 int exec_module(PyObject *) { return coextra::import(); }

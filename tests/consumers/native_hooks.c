@@ -2,6 +2,7 @@
 #include <coextra/coextra.h>
 
 #include "test_module.h"
+#include "test_consumer.h"
 
 #include <string.h>
 
@@ -31,18 +32,10 @@ typedef struct hook_ctx {
     int self_removed; /* MODE_REMOVE_SELF did its removal */
 } hook_ctx;
 
-static PyObject *append_log(hook_ctx *c, const char *what, coextra_frame *f, int throwflag) {
+static int append_log(hook_ctx *c, const char *what, coextra_frame *f, int throwflag) {
     PyCodeObject *code = coextra_frame_code(f);
-    PyObject *t = Py_BuildValue("(ssOiiO)", c->name, what, code->co_name, coextra_frame_is_resume(f), throwflag,
-                                (PyObject *)code);
-    if (t == NULL)
-        return NULL;
-    if (PyList_Append(c->arg, t) < 0) {
-        Py_DECREF(t);
-        return NULL;
-    }
-    Py_DECREF(t);
-    return Py_None;
+    return coextra_test_append_new(c->arg, Py_BuildValue("(ssOiiO)", c->name, what, code->co_name,
+                                                         coextra_frame_is_resume(f), throwflag, (PyObject *)code));
 }
 
 /* set_table_delegation(on): every hook of this module delegates through the
@@ -54,9 +47,8 @@ static PyObject *next_of(coextra_frame *f, int throwflag) {
     return g_table_delegation ? coextra_api_ptr_->eval_next(f, throwflag) : coextra_eval_next(f, throwflag);
 }
 
-static PyObject *set_table_delegation(PyObject *m, PyObject *arg) {
+static PyObject *set_table_delegation(PyObject *Py_UNUSED(m), PyObject *arg) {
     int on = PyObject_IsTrue(arg);
-    (void)m;
     if (on < 0)
         return NULL;
     g_table_delegation = on;
@@ -73,12 +65,12 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
     case MODE_LOG: {
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
-        if (append_log(c, "enter", f, throwflag) == NULL)
+        if (append_log(c, "enter", f, throwflag) < 0)
             PyErr_Clear();
         PyErr_Restore(et, ev, tb);
         r = next_of(f, throwflag);
         PyErr_Fetch(&et, &ev, &tb);
-        if (append_log(c, "exit", f, throwflag) == NULL)
+        if (append_log(c, "exit", f, throwflag) < 0)
             PyErr_Clear();
         PyErr_Restore(et, ev, tb);
         return r;
@@ -113,9 +105,8 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
             PyObject *t = Py_BuildValue("(Oi)", (PyObject *)fc == (PyObject *)coextra_frame_code(f) ? Py_True : Py_False,
                                         PyFrame_GetLineNumber(fo));
             Py_DECREF(fc);
-            if (t == NULL || PyList_Append(c->arg, t) < 0)
+            if (coextra_test_append_new(c->arg, t) < 0)
                 PyErr_Clear();
-            Py_XDECREF(t);
         }
         return next_of(f, throwflag);
     }
@@ -137,10 +128,8 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
     }
     case MODE_FUNCTION: {
         PyObject *fn = coextra_frame_function(f);
-        PyObject *t = Py_BuildValue("(OO)", fn ? fn : Py_None, coextra_frame_globals(f));
-        if (t == NULL || PyList_Append(c->arg, t) < 0)
+        if (coextra_test_append_new(c->arg, Py_BuildValue("(OO)", fn ? fn : Py_None, coextra_frame_globals(f))) < 0)
             PyErr_Clear();
-        Py_XDECREF(t);
         return next_of(f, throwflag);
     }
     case MODE_NEXT_TWICE:
@@ -155,39 +144,12 @@ static PyObject *hook_eval(coextra_frame *f, int throwflag, void *ctx_) {
     }
 }
 
-static const char *mode_names[] = {"pass",  "log",         "memo",       "return",   "double_next",
-                                   "no_consume", "frame_object", "raise", "remove_self", "keep_frame",
-                                   "function",   "next_twice", NULL};
-
-/* add(name, priority, mode, arg=None, only=(0, 0), code=None) -> handle (int) */
-static PyObject *add(PyObject *m, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"name", "priority", "mode", "arg", "only", "code", NULL};
-    PyObject *name_obj, *arg = Py_None, *code = Py_None;
-    const char *mode_name, *name = NULL;
-    int priority, i;
-    unsigned int only_index = 0, only_gen = 0;
-    hook_ctx *c;
-    coextra_hook_def def;
-    (void)m;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Ois|O(II)O", kwlist, &name_obj, &priority, &mode_name, &arg,
-                                     &only_index, &only_gen, &code))
-        return NULL;
-    if (code != Py_None && !PyCode_Check(code)) {
-        PyErr_SetString(PyExc_TypeError, "code must be a code object or None");
-        return NULL;
-    }
-    if (name_obj != Py_None && !(name = PyUnicode_AsUTF8(name_obj)))
-        return NULL;
-    c = (hook_ctx *)PyMem_RawCalloc(1, sizeof(hook_ctx));
-    if (c == NULL)
-        return PyErr_NoMemory();
-    c->mode = (enum mode)-1;
-    for (i = 0; mode_names[i]; i++)
-        if (strcmp(mode_names[i], mode_name) == 0)
-            c->mode = (enum mode)i;
-    if ((int)c->mode < 0) {
-        PyMem_RawFree(c);
-        PyErr_Format(PyExc_ValueError, "unknown mode '%s'", mode_name);
+/* A new context of size bytes (a hook_ctx first) named name (NULL: none),
+ * holding arg and, unless None, code: NULL with MemoryError. */
+static hook_ctx *new_ctx(size_t size, const char *name, PyObject *arg, PyObject *code) {
+    hook_ctx *c = (hook_ctx *)PyMem_RawCalloc(1, size);
+    if (c == NULL) {
+        PyErr_NoMemory();
         return NULL;
     }
     if (name)
@@ -198,16 +160,54 @@ static PyObject *add(PyObject *m, PyObject *args, PyObject *kw) {
         Py_INCREF(code);
         c->code = code;
     }
-    def.name = name;
-    def.priority = priority;
-    def.eval = hook_eval;
-    def.ctx = c;
-    def.only.index = only_index;
-    def.only.generation = only_gen;
+    return c;
+}
+
+/* Frees a context that never reached the runtime (its add failed). */
+static void free_ctx(hook_ctx *c) {
+    Py_DECREF(c->arg);
+    Py_XDECREF(c->code);
+    PyMem_RawFree(c);
+}
+
+/* 0 if code is a code object or None; -1 with TypeError otherwise. */
+static int check_code_or_none(PyObject *code) {
+    if (code == Py_None || PyCode_Check(code))
+        return 0;
+    PyErr_SetString(PyExc_TypeError, "code must be a code object or None");
+    return -1;
+}
+
+static const char *mode_names[] = {"pass",  "log",         "memo",       "return",   "double_next",
+                                   "no_consume", "frame_object", "raise", "remove_self", "keep_frame",
+                                   "function",   "next_twice", NULL};
+
+/* add(name, priority, mode, arg=None, only=(0, 0), code=None) -> handle (int) */
+static PyObject *add(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"name", "priority", "mode", "arg", "only", "code", NULL};
+    PyObject *name_obj, *arg = Py_None, *code = Py_None;
+    const char *mode_name, *name = NULL;
+    int priority, mode = -1, i;
+    unsigned int only_index = 0, only_gen = 0;
+    hook_ctx *c;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Ois|O(II)O", kwlist, &name_obj, &priority, &mode_name, &arg,
+                                     &only_index, &only_gen, &code) ||
+        check_code_or_none(code) < 0)
+        return NULL;
+    if (name_obj != Py_None && !(name = PyUnicode_AsUTF8(name_obj)))
+        return NULL;
+    for (i = 0; mode_names[i]; i++)
+        if (strcmp(mode_names[i], mode_name) == 0)
+            mode = i;
+    if (mode < 0)
+        return PyErr_Format(PyExc_ValueError, "unknown mode '%s'", mode_name);
+    if (!(c = new_ctx(sizeof(hook_ctx), name, arg, code)))
+        return NULL;
+    c->mode = (enum mode)mode;
+    coextra_hook_def def = {.name = name, .priority = priority, .eval = hook_eval, .ctx = c,
+                            .only = {only_index, only_gen}};
     if (coextra_hook_add(&def, &c->handle) < 0) {
-        Py_DECREF(c->arg);
-        Py_XDECREF(c->code);
-        PyMem_RawFree(c);
+        free_ctx(c);
         return NULL;
     }
     return PyLong_FromVoidPtr(c);
@@ -215,52 +215,36 @@ static PyObject *add(PyObject *m, PyObject *args, PyObject *kw) {
 
 /* A native observer (ABI 1.3): appends (name, "enter"/"exit", co_name) to the list arg. */
 static void observe(hook_ctx *c, const char *what, PyCodeObject *code) {
-    PyObject *t;
     c->count++;
-    t = Py_BuildValue("(ssO)", c->name, what, code->co_name);
-    if (t == NULL || PyList_Append(c->arg, t) < 0)
+    if (coextra_test_append_new(c->arg, Py_BuildValue("(ssO)", c->name, what, code->co_name)) < 0)
         PyErr_Clear(); /* an observer must not raise */
-    Py_XDECREF(t);
 }
 static void observe_enter(PyCodeObject *code, void *ctx) { observe((hook_ctx *)ctx, "enter", code); }
 static void observe_exit(PyCodeObject *code, void *ctx) { observe((hook_ctx *)ctx, "exit", code); }
 /* An observer that raises: the runtime must report it and keep the frame running. */
-static void observe_raise(PyCodeObject *code, void *ctx) {
-    (void)code;
+static void observe_raise(PyCodeObject *Py_UNUSED(code), void *ctx) {
     ((hook_ctx *)ctx)->count++;
     PyErr_SetString(PyExc_RuntimeError, "native observer raise");
 }
 
 /* add_observer(name, priority, log, only=(0, 0), raise_=False) -> handle (int) */
-static PyObject *add_observer(PyObject *m, PyObject *args, PyObject *kw) {
+static PyObject *add_observer(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"name", "priority", "log", "only", "raise_", NULL};
     const char *name;
     int priority, raise_ = 0;
     PyObject *log;
     unsigned int only_index = 0, only_gen = 0;
     hook_ctx *c;
-    coextra_observer_def def;
-    (void)m;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "siO!|(II)p", kwlist, &name, &priority, &PyList_Type, &log,
-                                     &only_index, &only_gen, &raise_))
+                                     &only_index, &only_gen, &raise_) ||
+        !(c = new_ctx(sizeof(hook_ctx), name, log, Py_None)))
         return NULL;
-    c = (hook_ctx *)PyMem_RawCalloc(1, sizeof(hook_ctx));
-    if (c == NULL)
-        return PyErr_NoMemory();
     c->mode = MODE_LOG;
-    strncpy(c->name, name, sizeof(c->name) - 1);
-    Py_INCREF(log);
-    c->arg = log;
-    def.name = name;
-    def.priority = priority;
-    def.on_enter = raise_ ? observe_raise : observe_enter;
-    def.on_exit = observe_exit;
-    def.ctx = c;
-    def.only.index = only_index;
-    def.only.generation = only_gen;
+    coextra_observer_def def = {.name = name, .priority = priority,
+                                .on_enter = raise_ ? observe_raise : observe_enter, .on_exit = observe_exit,
+                                .ctx = c, .only = {only_index, only_gen}};
     if (coextra_observer_add(&def, &c->handle) < 0) {
-        Py_DECREF(c->arg);
-        PyMem_RawFree(c);
+        free_ctx(c);
         return NULL;
     }
     return PyLong_FromVoidPtr(c);
@@ -274,134 +258,107 @@ static hook_ctx *ctx_of(PyObject *h) {
 }
 
 /* remove(h): the ctx is kept (never freed) so that double removal is testable. */
-static PyObject *remove_hook(PyObject *m, PyObject *h) {
+static PyObject *remove_hook(PyObject *Py_UNUSED(m), PyObject *h) {
     hook_ctx *c = ctx_of(h);
-    (void)m;
     if (c == NULL || coextra_hook_remove(c->handle) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
-static PyObject *set_active(PyObject *m, PyObject *args) {
+static PyObject *set_active(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *h;
     int active;
     hook_ctx *c;
-    (void)m;
     if (!PyArg_ParseTuple(args, "Op", &h, &active) || !(c = ctx_of(h)))
         return NULL;
-    if (coextra_hook_set_active(c->handle, active) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_hook_set_active(c->handle, active));
 }
 
-static PyObject *is_monitored(PyObject *m, PyObject *h) {
+static PyObject *is_monitored(PyObject *Py_UNUSED(m), PyObject *h) {
     hook_ctx *c = ctx_of(h);
     int r;
-    (void)m;
     if (c == NULL || (r = coextra_hook_is_monitored(c->handle)) < 0)
         return NULL;
     return PyBool_FromLong(r);
 }
 
-static PyObject *count(PyObject *m, PyObject *h) {
+static PyObject *count(PyObject *Py_UNUSED(m), PyObject *h) {
     hook_ctx *c = ctx_of(h);
-    (void)m;
     return c ? PyLong_FromLong(c->count) : NULL;
 }
 
 /* remove_raw(address): hand the runtime an arbitrary handle value. */
-static PyObject *remove_raw(PyObject *m, PyObject *addr) {
+static PyObject *remove_raw(PyObject *Py_UNUSED(m), PyObject *addr) {
     void *p = PyLong_AsVoidPtr(addr);
-    (void)m;
     if (p == NULL && PyErr_Occurred())
         return NULL;
-    if (coextra_hook_remove((coextra_hook *)p) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_hook_remove((coextra_hook *)p));
 }
 
 /* raw_handle(handle): the coextra_hook* the runtime gave this hook, as an int. */
-static PyObject *raw_handle(PyObject *m, PyObject *handle) {
+static PyObject *raw_handle(PyObject *Py_UNUSED(m), PyObject *handle) {
     hook_ctx *c = (hook_ctx *)PyLong_AsVoidPtr(handle);
-    (void)m;
     if (c == NULL)
         return NULL;
     return PyLong_FromVoidPtr(c->handle);
 }
 
 /* A native slot for `only` tests.  Values are a non-NULL marker (no free function needed). */
-static int parse_slot(PyObject *o, coextra_slot *s) {
-    unsigned int index, generation;
-    if (!PyArg_ParseTuple(o, "II", &index, &generation))
-        return -1;
-    s->index = index;
-    s->generation = generation;
-    return 0;
-}
-
 static char g_marker;
 
 /* reserve_slot(name) -> (index, generation) */
-static PyObject *reserve_slot(PyObject *m, PyObject *args) {
+static PyObject *reserve_slot(PyObject *Py_UNUSED(m), PyObject *args) {
     const char *name;
-    coextra_slot s;
-    (void)m;
     if (!PyArg_ParseTuple(args, "s", &name))
         return NULL;
-    if (coextra_slot_reserve(name, NULL, NULL, &s) < 0)
-        return NULL;
-    return Py_BuildValue("(II)", s.index, s.generation);
+    return coextra_test_reserve(name, NULL, NULL);
+}
+
+/* (code, (index, generation)) -> *code (borrowed), *s: 0, or -1 with TypeError. */
+static int parse_code_slot(PyObject *args, PyObject **code, coextra_slot *s) {
+    PyObject *slot;
+    if (!PyArg_ParseTuple(args, "OO", code, &slot))
+        return -1;
+    return coextra_test_parse_slot(slot, s);
 }
 
 /* mark(code, slot): store the marker in `slot` for `code` */
-static PyObject *mark(PyObject *m, PyObject *args) {
-    PyObject *code, *slot;
+static PyObject *mark(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *code;
     coextra_slot s;
-    (void)m;
-    if (!PyArg_ParseTuple(args, "OO", &code, &slot) || parse_slot(slot, &s) < 0)
+    if (parse_code_slot(args, &code, &s) < 0)
         return NULL;
-    if (coextra_slot_set(code, s, &g_marker) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_slot_set(code, s, &g_marker));
 }
 
 /* unmark(code, slot) */
-static PyObject *unmark(PyObject *m, PyObject *args) {
-    PyObject *code, *slot;
+static PyObject *unmark(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *code;
     coextra_slot s;
-    (void)m;
-    if (!PyArg_ParseTuple(args, "OO", &code, &slot) || parse_slot(slot, &s) < 0)
+    if (parse_code_slot(args, &code, &s) < 0)
         return NULL;
-    if (coextra_slot_clear(code, s) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(coextra_slot_clear(code, s));
 }
 
 /* release_slot(slot) */
-static PyObject *release_slot(PyObject *m, PyObject *slot) {
+static PyObject *release_slot(PyObject *Py_UNUSED(m), PyObject *slot) {
     coextra_slot s;
-    (void)m;
-    if (parse_slot(slot, &s) < 0 || coextra_slot_release(s) < 0)
+    if (coextra_test_parse_slot(slot, &s) < 0 || coextra_slot_release(s) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
 /* is_removed(h): the hook removed itself (mode remove_self) */
-static PyObject *is_removed(PyObject *m, PyObject *h) {
+static PyObject *is_removed(PyObject *Py_UNUSED(m), PyObject *h) {
     hook_ctx *c = ctx_of(h);
-    (void)m;
     return c ? PyBool_FromLong(c->self_removed) : NULL;
 }
 
-static PyObject *eval_frame_func(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *eval_frame_func(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     return PyLong_FromVoidPtr((void *)_PyInterpreterState_GetEvalFrameFunc(PyInterpreterState_Get()));
 }
 
-static PyObject *default_eval_func(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *default_eval_func(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     return PyLong_FromVoidPtr((void *)_PyEval_EvalFrameDefault);
 }
 
@@ -428,10 +385,9 @@ static PyObject *outcome(PyObject *res) {
 }
 
 static void append_outcome(PyObject *log, const char *when, PyObject *res) {
-    PyObject *o = outcome(res), *t = o != NULL ? Py_BuildValue("(sO)", when, o) : NULL;
-    if (t == NULL || PyList_Append(log, t) < 0)
+    PyObject *o = outcome(res);
+    if (o == NULL || coextra_test_append_new(log, Py_BuildValue("(sO)", when, o)) < 0)
         PyErr_Clear();
-    Py_XDECREF(t);
     Py_XDECREF(o);
 }
 
@@ -469,65 +425,40 @@ static PyObject *args_eval(coextra_frame *f, int throwflag, void *ctx_) {
 }
 
 /* add_args_hook(name, log, code=None, frame_object_first=False, fn=None) -> handle */
-static PyObject *add_args_hook(PyObject *m, PyObject *args, PyObject *kw) {
+static PyObject *add_args_hook(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"name", "log", "code", "frame_object_first", "fn", NULL};
     const char *name;
     PyObject *log, *code = Py_None, *fn = Py_None;
     int fo_first = 0;
     args_ctx *a;
-    coextra_hook_def def;
-    (void)m;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "sO!|OpO", kwlist, &name, &PyList_Type, &log, &code, &fo_first,
-                                     &fn))
+                                     &fn) ||
+        check_code_or_none(code) < 0 || !(a = (args_ctx *)new_ctx(sizeof(args_ctx), name, log, code)))
         return NULL;
-    if (code != Py_None && !PyCode_Check(code)) {
-        PyErr_SetString(PyExc_TypeError, "code must be a code object or None");
-        return NULL;
-    }
-    a = (args_ctx *)PyMem_RawCalloc(1, sizeof(args_ctx));
-    if (a == NULL)
-        return PyErr_NoMemory();
     a->frame_object_first = fo_first;
     if (fn != Py_None) {
         Py_INCREF(fn);
         a->fn = fn;
     }
-    strncpy(a->base.name, name, sizeof(a->base.name) - 1);
-    Py_INCREF(log);
-    a->base.arg = log;
-    if (code != Py_None) {
-        Py_INCREF(code);
-        a->base.code = code;
-    }
-    def.name = name;
-    def.priority = COEXTRA_PRIORITY_DEFAULT;
-    def.eval = args_eval;
-    def.ctx = a;
-    def.only.index = 0;
-    def.only.generation = 0;
+    coextra_hook_def def = {.name = name, .priority = COEXTRA_PRIORITY_DEFAULT, .eval = args_eval, .ctx = a};
     if (coextra_hook_add(&def, &a->base.handle) < 0) {
-        Py_DECREF(log);
-        Py_XDECREF(a->base.code);
         Py_XDECREF(a->fn);
-        PyMem_RawFree(a);
+        free_ctx(&a->base);
         return NULL;
     }
     return PyLong_FromVoidPtr(a);
 }
 
 /* frame_arguments_null(): coextra_frame_arguments(NULL) (must raise). */
-static PyObject *frame_arguments_null(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *frame_arguments_null(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     return coextra_frame_arguments(NULL);
 }
 
 /* call_hidden(fn): fn() hidden from tracing; the thread is shown again even
  * when fn raises. */
-static PyObject *call_hidden(PyObject *m, PyObject *fn) {
+static PyObject *call_hidden(PyObject *Py_UNUSED(m), PyObject *fn) {
     PyThreadState *ts = PyThreadState_Get();
     PyObject *r;
-    (void)m;
     if (coextra_hide_from_tracing(ts) < 0)
         return NULL;
     r = PyObject_CallNoArgs(fn);
@@ -538,28 +469,21 @@ static PyObject *call_hidden(PyObject *m, PyObject *fn) {
     return r;
 }
 
-static PyObject *none_unless(int rc) {
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
 /* hide_bad(what): "null" hides a NULL tstate, "other" another thread's of
  * this interpreter, "unhide" unhides a thread that is not hidden. */
-static PyObject *hide_bad(PyObject *m, PyObject *arg) {
+static PyObject *hide_bad(PyObject *Py_UNUSED(m), PyObject *arg) {
     const char *what = PyUnicode_AsUTF8(arg);
     PyThreadState *ts = PyThreadState_Get(), *other;
-    (void)m;
     if (what == NULL)
         return NULL;
     if (strcmp(what, "null") == 0)
-        return none_unless(coextra_hide_from_tracing(NULL));
+        return coextra_test_none_unless_failed(coextra_hide_from_tracing(NULL));
     if (strcmp(what, "unhide") == 0)
-        return none_unless(coextra_unhide_from_tracing(ts));
+        return coextra_test_none_unless_failed(coextra_unhide_from_tracing(ts));
     for (other = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(ts)); other != NULL;
          other = PyThreadState_Next(other))
         if (other != ts)
-            return none_unless(coextra_hide_from_tracing(other));
+            return coextra_test_none_unless_failed(coextra_hide_from_tracing(other));
     PyErr_SetString(PyExc_LookupError, "no other thread");
     return NULL;
 }
@@ -591,9 +515,4 @@ static PyMethodDef methods[] = {
     {"hide_bad", hide_bad, METH_O, "hide_bad('null'|'other'|'unhide'): misuse of the tracing switch"},
     {NULL, NULL, 0, NULL}};
 
-static int exec_module(PyObject *m) {
-    (void)m;
-    return coextra_import();
-}
-
-COEXTRA_TEST_MODULE(coextra_test_native, methods, exec_module, NULL)
+COEXTRA_TEST_MODULE(coextra_test_native, methods, coextra_test_exec_import, NULL)

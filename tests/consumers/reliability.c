@@ -3,6 +3,7 @@
 
 #include "failalloc.h"
 #include "test_module.h"
+#include "test_consumer.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -94,12 +95,11 @@ static void *token(long i) { return i < 0 ? NULL : (void *)&g_tokens[i]; }
 /* ---- slots --------------------------------------------------------------- */
 
 /* reserve(k, name or None, free=True): g_slots[k] = the new handle. */
-static PyObject *reserve(PyObject *m, PyObject *args) {
+static PyObject *reserve(PyObject *Py_UNUSED(m), PyObject *args) {
     long k;
     PyObject *name_obj;
     int with_free = 1;
     const char *name = NULL;
-    (void)m;
     if (!PyArg_ParseTuple(args, "lO|p", &k, &name_obj, &with_free) || check_k(k, N_SLOTS, "slot") < 0)
         return NULL;
     if (name_obj != Py_None && !(name = PyUnicode_AsUTF8(name_obj)))
@@ -108,35 +108,28 @@ static PyObject *reserve(PyObject *m, PyObject *args) {
 }
 
 /* reserve_bytes(k, bytes): a name that need not be UTF-8. */
-static PyObject *reserve_bytes(PyObject *m, PyObject *args) {
+static PyObject *reserve_bytes(PyObject *Py_UNUSED(m), PyObject *args) {
     long k;
     const char *name;
-    (void)m;
     if (!PyArg_ParseTuple(args, "ly", &k, &name) || check_k(k, N_SLOTS, "slot") < 0)
         return NULL;
     return coextra_test_none_unless_failed(coextra_slot_reserve(name, token_free, &g_slots[k], &g_slots[k]));
 }
 
 /* reserve_null_out(name): out == NULL. */
-static PyObject *reserve_null_out(PyObject *m, PyObject *args) {
-    const char *name;
-    (void)m;
-    if (!PyArg_ParseTuple(args, "s", &name))
-        return NULL;
-    return coextra_test_none_unless_failed(coextra_slot_reserve(name, token_free, NULL, NULL));
+static PyObject *reserve_null_out(PyObject *Py_UNUSED(m), PyObject *args) {
+    return coextra_test_reserve_null_out(args, token_free);
 }
 
-static PyObject *handle(PyObject *m, PyObject *args) {
+static PyObject *handle(PyObject *Py_UNUSED(m), PyObject *args) {
     coextra_slot *s = slot_arg(args);
-    (void)m;
-    return s == NULL ? NULL : Py_BuildValue("(II)", s->index, s->generation);
+    return s == NULL ? NULL : coextra_test_slot_tuple(*s);
 }
 
 /* set_handle(k, index, generation): any raw value, e.g. one made elsewhere. */
-static PyObject *set_handle(PyObject *m, PyObject *args) {
+static PyObject *set_handle(PyObject *Py_UNUSED(m), PyObject *args) {
     long k;
     unsigned int index, generation;
-    (void)m;
     if (!PyArg_ParseTuple(args, "lII", &k, &index, &generation) || check_k(k, N_SLOTS, "slot") < 0)
         return NULL;
     g_slots[k].index = index;
@@ -145,10 +138,9 @@ static PyObject *set_handle(PyObject *m, PyObject *args) {
 }
 
 /* set(code or None, k, token or -1 for NULL) */
-static PyObject *set_value(PyObject *m, PyObject *args) {
+static PyObject *set_value(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *code;
     long k, t;
-    (void)m;
     if (!PyArg_ParseTuple(args, "Oll", &code, &k, &t) || check_k(k, N_SLOTS, "slot") < 0 ||
         check_k(t < 0 ? 0 : t, N_TOKENS, "token") < 0)
         return NULL;
@@ -171,11 +163,10 @@ static PyObject *token_of(void *v) {
 }
 
 /* get(code or None, k) -> token or None: the inline fast path of coextra.h */
-static PyObject *get_value(PyObject *m, PyObject *args) {
+static PyObject *get_value(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *code;
     long k;
     void *v;
-    (void)m;
     if (!PyArg_ParseTuple(args, "Ol", &code, &k) || check_k(k, N_SLOTS, "slot") < 0)
         return NULL;
     v = coextra_slot_get(code_or_null(code), g_slots[k]);
@@ -185,11 +176,10 @@ static PyObject *get_value(PyObject *m, PyObject *args) {
 }
 
 /* get_table(code or None, k): the table's slot_get (the path other interpreters take) */
-static PyObject *get_table(PyObject *m, PyObject *args) {
+static PyObject *get_table(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *code;
     long k;
     void *v;
-    (void)m;
     if (!PyArg_ParseTuple(args, "Ol", &code, &k) || check_k(k, N_SLOTS, "slot") < 0 || table() == NULL)
         return NULL;
     v = table()->slot_get(code_or_null(code), g_slots[k]);
@@ -198,45 +188,39 @@ static PyObject *get_table(PyObject *m, PyObject *args) {
     return token_of(v);
 }
 
-static PyObject *clear_value(PyObject *m, PyObject *args) {
+static PyObject *clear_value(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *code;
     long k;
-    (void)m;
     if (!PyArg_ParseTuple(args, "Ol", &code, &k) || check_k(k, N_SLOTS, "slot") < 0)
         return NULL;
     return coextra_test_none_unless_failed(coextra_slot_clear(code_or_null(code), g_slots[k]));
 }
 
-static PyObject *release(PyObject *m, PyObject *args) {
+static PyObject *release(PyObject *Py_UNUSED(m), PyObject *args) {
     coextra_slot *s = slot_arg(args);
-    (void)m;
     return s == NULL ? NULL : coextra_test_none_unless_failed(coextra_slot_release(*s));
 }
 
 /* live(k) -> code objects holding a value (coextra_slot_live) */
-static PyObject *live(PyObject *m, PyObject *args) {
+static PyObject *live(PyObject *Py_UNUSED(m), PyObject *args) {
     coextra_slot *s = slot_arg(args);
     Py_ssize_t n;
-    (void)m;
     if (s == NULL || (n = coextra_slot_live(*s)) < 0)
         return NULL;
     return PyLong_FromSsize_t(n);
 }
 
-static PyObject *freed(PyObject *m, PyObject *args) {
+static PyObject *freed(PyObject *Py_UNUSED(m), PyObject *args) {
     long t;
-    (void)m;
     if (!PyArg_ParseTuple(args, "l", &t) || check_k(t, N_TOKENS, "token") < 0)
         return NULL;
     return PyLong_FromLong(__atomic_load_n(&g_freed[t], __ATOMIC_RELAXED));
 }
 
 /* freed_all() -> {token: count} for every token freed at least once, plus totals */
-static PyObject *freed_all(PyObject *m, PyObject *noargs) {
+static PyObject *freed_all(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     PyObject *d = PyDict_New();
     long t;
-    (void)m;
-    (void)noargs;
     if (d == NULL)
         return NULL;
     for (t = 0; t < N_TOKENS; t++) {
@@ -255,9 +239,7 @@ static PyObject *freed_all(PyObject *m, PyObject *noargs) {
     return d;
 }
 
-static PyObject *reset_freed(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *reset_freed(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     memset(g_freed, 0, sizeof g_freed);
     g_freed_total = 0;
     g_bad_ctx = 0;
@@ -265,9 +247,7 @@ static PyObject *reset_freed(PyObject *m, PyObject *noargs) {
     Py_RETURN_NONE;
 }
 
-static PyObject *counters(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *counters(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     return Py_BuildValue("{s:l,s:l,s:l}", "freed", g_freed_total, "bad_ctx", g_bad_ctx, "stored", g_stored_total);
 }
 
@@ -290,14 +270,13 @@ static PyObject *count_eval(coextra_frame *f, int throwflag, void *ctx) {
 
 /* hook_add(j, name or None, priority, only=-1, variant="ok")
  * variant: "ok", "null_def", "null_out", "null_eval", "raise" */
-static PyObject *hook_add(PyObject *m, PyObject *args, PyObject *kw) {
+static PyObject *hook_add(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"j", "name", "priority", "only", "variant", NULL};
     long j, only = -1;
     int priority;
     PyObject *name_obj;
     const char *name = NULL, *variant = "ok";
     coextra_hook_def def;
-    (void)m;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "lOi|ls", kwlist, &j, &name_obj, &priority, &only, &variant) ||
         check_k(j, N_HOOKS, "hook") < 0)
         return NULL;
@@ -319,34 +298,30 @@ static PyObject *hook_add(PyObject *m, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
-static PyObject *hook_remove(PyObject *m, PyObject *args) {
+static PyObject *hook_remove(PyObject *Py_UNUSED(m), PyObject *args) {
     hook_rec *h = hook_arg(args);
-    (void)m;
     return h == NULL ? NULL : coextra_test_none_unless_failed(coextra_hook_remove(h->handle));
 }
 
-static PyObject *hook_set_active(PyObject *m, PyObject *args) {
+static PyObject *hook_set_active(PyObject *Py_UNUSED(m), PyObject *args) {
     long j;
     int active;
-    (void)m;
     if (!PyArg_ParseTuple(args, "li", &j, &active) || check_k(j, N_HOOKS, "hook") < 0)
         return NULL;
     return coextra_test_none_unless_failed(coextra_hook_set_active(g_hooks[j].handle, active));
 }
 
-static PyObject *hook_get_active(PyObject *m, PyObject *args) {
+static PyObject *hook_get_active(PyObject *Py_UNUSED(m), PyObject *args) {
     hook_rec *h = hook_arg(args);
     int a;
-    (void)m;
     if (h == NULL || table() == NULL || (a = table()->hook_get_active(h->handle)) < 0)
         return NULL;
     return PyBool_FromLong(a);
 }
 
 /* hook_counts(j) -> (enter, exit) */
-static PyObject *hook_counts(PyObject *m, PyObject *args) {
+static PyObject *hook_counts(PyObject *Py_UNUSED(m), PyObject *args) {
     hook_rec *h = hook_arg(args);
-    (void)m;
     if (h == NULL)
         return NULL;
     return Py_BuildValue("(ll)", __atomic_load_n(&h->enter, __ATOMIC_RELAXED),
@@ -354,17 +329,15 @@ static PyObject *hook_counts(PyObject *m, PyObject *args) {
 }
 
 /* hook_handle(j) -> the raw handle value; hook_set_handle(j, value) stores any value */
-static PyObject *hook_handle(PyObject *m, PyObject *args) {
+static PyObject *hook_handle(PyObject *Py_UNUSED(m), PyObject *args) {
     hook_rec *h = hook_arg(args);
-    (void)m;
     return h == NULL ? NULL : PyLong_FromVoidPtr(h->handle);
 }
 
-static PyObject *hook_set_handle(PyObject *m, PyObject *args) {
+static PyObject *hook_set_handle(PyObject *Py_UNUSED(m), PyObject *args) {
     long j;
     PyObject *v;
     void *p;
-    (void)m;
     if (!PyArg_ParseTuple(args, "lO", &j, &v) || check_k(j, N_HOOKS, "hook") < 0)
         return NULL;
     p = v == Py_None ? NULL : PyLong_AsVoidPtr(v);
@@ -374,9 +347,8 @@ static PyObject *hook_set_handle(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *hook_reset(PyObject *m, PyObject *args) {
+static PyObject *hook_reset(PyObject *Py_UNUSED(m), PyObject *args) {
     hook_rec *h = hook_arg(args);
-    (void)m;
     if (h == NULL)
         return NULL;
     h->enter = h->exit = 0;
@@ -387,7 +359,7 @@ static PyObject *hook_reset(PyObject *m, PyObject *args) {
 
 /* unimported(op) -> calls the API entry `op` as an extension that never
  * imported coextra would (the hidden table pointer NULL). */
-static PyObject *unimported(PyObject *m, PyObject *args) {
+static PyObject *unimported(PyObject *Py_UNUSED(m), PyObject *args) {
     const char *op;
     const coextra_api *saved = coextra_api_ptr_;
     const coextra_fast_entry *saved_fast = coextra_fast_ptr_;
@@ -397,7 +369,6 @@ static PyObject *unimported(PyObject *m, PyObject *args) {
     coextra_slot s = {1, 1}, out;
     coextra_hook_def def;
     coextra_hook *h = NULL;
-    (void)m;
     if (!PyArg_ParseTuple(args, "s", &op))
         return NULL;
     memset(&def, 0, sizeof def);
@@ -446,24 +417,19 @@ static PyObject *unimported(PyObject *m, PyObject *args) {
 
 /* ---- the failing allocator ------------------------------------------------- */
 
-static PyObject *py_fa_install(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *py_fa_install(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     fa_install();
     Py_RETURN_NONE;
 }
 
-static PyObject *py_fa_uninstall(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *py_fa_uninstall(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     fa_track(0);
     fa_uninstall();
     Py_RETURN_NONE;
 }
 
-static PyObject *py_fa_track(PyObject *m, PyObject *args) {
+static PyObject *py_fa_track(PyObject *Py_UNUSED(m), PyObject *args) {
     int on;
-    (void)m;
     if (!PyArg_ParseTuple(args, "p", &on))
         return NULL;
     fa_track(on);
@@ -471,24 +437,21 @@ static PyObject *py_fa_track(PyObject *m, PyObject *args) {
 }
 
 /* outstanding() -> (raw, mem, obj) tracked blocks still live */
-static PyObject *py_fa_outstanding(PyObject *m, PyObject *noargs) {
+static PyObject *py_fa_outstanding(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     long r = fa_outstanding(PYMEM_DOMAIN_RAW), me = fa_outstanding(PYMEM_DOMAIN_MEM),
          o = fa_outstanding(PYMEM_DOMAIN_OBJ);
-    (void)m;
-    (void)noargs;
     return Py_BuildValue("(lll)", r, me, o);
 }
 
 /* fail_call(n, from_, mask, fn, *args) -> (exception or None, result, seen, failed)
  * Arms the allocator, calls fn(*args), disarms; the argument tuple is built
  * before arming, the result tuple after disarming. */
-static PyObject *fail_call(PyObject *m, PyObject *args) {
+static PyObject *fail_call(PyObject *Py_UNUSED(m), PyObject *args) {
     long n;
     int from;
     unsigned int mask;
     PyObject *fn, *rest, *r, *et = NULL, *ev = NULL, *tb = NULL, *out;
     long seen, failed;
-    (void)m;
     if (PyTuple_GET_SIZE(args) < 4) {
         PyErr_SetString(PyExc_TypeError, "fail_call(n, from_, mask, fn, *args)");
         return NULL;
@@ -540,15 +503,12 @@ typedef struct {
     long calls;
 } CounterObject;
 
-static PyObject *counter_call(PyObject *self, PyObject *args, PyObject *kw) {
-    (void)args;
-    (void)kw;
+static PyObject *counter_call(PyObject *self, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kw)) {
     ((CounterObject *)self)->calls++;
     Py_RETURN_NONE;
 }
 
-static PyObject *counter_value(PyObject *self, void *c) {
-    (void)c;
+static PyObject *counter_value(PyObject *self, void *Py_UNUSED(c)) {
     return PyLong_FromLong(((CounterObject *)self)->calls);
 }
 
@@ -578,10 +538,9 @@ typedef struct {
     PyObject *tag;
 } RecorderObject;
 
-static PyObject *recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+static PyObject *recorder_new(PyTypeObject *type, PyObject *args, PyObject *Py_UNUSED(kw)) {
     PyObject *log, *tag;
     RecorderObject *self;
-    (void)kw;
     if (!PyArg_ParseTuple(args, "O!O:Recorder", &PyList_Type, &log, &tag))
         return NULL;
     self = (RecorderObject *)type->tp_alloc(type, 0);
@@ -594,23 +553,14 @@ static PyObject *recorder_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
     return (PyObject *)self;
 }
 
-static PyObject *recorder_call(PyObject *self_, PyObject *args, PyObject *kw) {
+static PyObject *recorder_call(PyObject *self_, PyObject *args, PyObject *Py_UNUSED(kw)) {
     RecorderObject *self = (RecorderObject *)self_;
-    PyObject *t;
-    (void)kw;
     if (PyTuple_GET_SIZE(args) != 1) {
         PyErr_SetString(PyExc_TypeError, "Recorder takes one argument");
         return NULL;
     }
-    t = PyTuple_Pack(2, self->tag, PyTuple_GET_ITEM(args, 0));
-    if (t == NULL)
-        return NULL;
-    if (PyList_Append(self->log, t) < 0) {
-        Py_DECREF(t);
-        return NULL;
-    }
-    Py_DECREF(t);
-    Py_RETURN_NONE;
+    return coextra_test_none_unless_failed(
+        coextra_test_append_new(self->log, PyTuple_Pack(2, self->tag, PyTuple_GET_ITEM(args, 0))));
 }
 
 static int recorder_traverse(PyObject *self_, visitproc visit, void *arg) {
@@ -660,9 +610,7 @@ static void report_at_exit(void) {
     }
 }
 
-static PyObject *report_at_exit_py(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *report_at_exit_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     if (!g_report_registered) {
         if (Py_AtExit(report_at_exit) < 0) {
             PyErr_SetString(PyExc_RuntimeError, "Py_AtExit failed");
@@ -676,10 +624,9 @@ static PyObject *report_at_exit_py(PyObject *m, PyObject *noargs) {
 /* stash_late(obj): keep obj in the interpreter's state dict, inserted after
  * coextra's published runtime, so it dies after the runtime was closed at
  * interpreter clear (the dict is cleared in insertion order). */
-static PyObject *stash_late(PyObject *m, PyObject *obj) {
+static PyObject *stash_late(PyObject *Py_UNUSED(m), PyObject *obj) {
     PyObject *d = PyInterpreterState_GetDict(PyInterpreterState_Get());
     PyObject *list;
-    (void)m;
     if (d == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "no interpreter dict");
         return NULL;
@@ -700,9 +647,7 @@ static PyObject *stash_late(PyObject *m, PyObject *obj) {
 
 /* fast_sole() -> bool: whether coextra_slot_get takes its call-free path
  * now (the main interpreter is the process's only one). */
-static PyObject *fast_sole(PyObject *m, PyObject *noargs) {
-    (void)m;
-    (void)noargs;
+static PyObject *fast_sole(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(noargs)) {
     if (coextra_api_ptr_ == NULL)
         return PyErr_Format(PyExc_RuntimeError, "coextra_import() has not run");
     return PyBool_FromLong(coextra_sole_interp_(coextra_api_ptr_->fast));

@@ -1,4 +1,4 @@
-"""coextra_testutil.py: helpers the unittest modules share (unique names, fresh code objects, unraisable capture); no tests."""
+"""coextra_testutil.py: helpers the unittest modules share (unique names, fresh code objects, cleanups, unraisable capture); no tests."""
 
 import gc
 import itertools
@@ -22,6 +22,23 @@ def make_code(tag="c"):
     n = next(_counter)
     mod = compile("def f_%s_%d(x):\n    return x + %d\n" % (tag, n, n), "<coextra test %s %d>" % (tag, n), "exec")
     return [c for c in mod.co_consts if isinstance(c, types.CodeType)][0]
+
+
+def finish_at_cleanup(test, obj, done, finish):
+    """obj, which test finishes at cleanup: obj.<finish>() unless obj.<done>
+    is already true (the test removed or released it itself)."""
+    def finish_unless_done():
+        if not getattr(obj, done):
+            getattr(obj, finish)()
+    test.addCleanup(finish_unless_done)
+    return obj
+
+
+def assert_name_taken(test, name, *reserves):
+    """Each reserve(name) raises ValueError: a live slot or hook holds the name."""
+    for reserve in reserves:
+        with test.assertRaises(ValueError):
+            reserve(name)
 
 
 def kill(wr):

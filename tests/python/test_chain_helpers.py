@@ -18,7 +18,7 @@ import coextra
 import coextra_test_foreign as foreign
 import coextra_test_native as native
 
-from coextra_testutil import UnraisableCatcher, unique_name  # noqa: F401 (UnraisableCatcher: re-exported)
+from coextra_testutil import UnraisableCatcher, finish_at_cleanup, unique_name  # noqa: F401 (UnraisableCatcher: re-exported)
 
 PY = sys.version_info[:2]
 # 3.11+: the creating call of a generator/coroutine function reaches the
@@ -87,14 +87,7 @@ class ChainTestCase(unittest.TestCase):
             coextra.status(), coextra.hooks(), foreign.is_current()))
 
     def add_hook(self, name=None, **kw):
-        h = coextra.add_hook(name or uname("py"), **kw)
-        self.addCleanup(self._drop_py, h)
-        return h
-
-    @staticmethod
-    def _drop_py(h):
-        if not h.removed:
-            h.remove()
+        return finish_at_cleanup(self, coextra.add_hook(name or uname("py"), **kw), "removed", "remove")
 
     def add_native(self, mode, priority=coextra.PRIORITY_DEFAULT, arg=None, name=None, **kw):
         h = native.add(name or uname("native"), priority, mode, arg, **kw)

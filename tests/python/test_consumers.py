@@ -10,7 +10,7 @@ import coextra
 import coextra_test_consumer_c as cc
 import coextra_test_consumer_cpp as cpp
 
-from coextra_testutil import kill, make_code, unique_name
+from coextra_testutil import assert_name_taken, kill, make_code, unique_name
 
 
 
@@ -47,6 +47,15 @@ class ConsumerTestCase(unittest.TestCase):
         s = coextra.Slot(name or uname("py"), on_free=on_free)
         self.addCleanup(lambda: s.released or s.release())
         return s
+
+    def assert_handle_refused(self, code, h):
+        """consumer_c refuses the handle h for code: set and clear raise
+        ReleasedError, get and get_table (inline and table paths) see nothing."""
+        for fn in (lambda: cc.set(code, *h, 2), lambda: cc.clear(code, *h)):
+            with self.assertRaises(coextra.ReleasedError):
+                fn()
+        self.assertIsNone(cc.get(code, *h))
+        self.assertIsNone(cc.get_table(code, *h))
 
 
 class TestOneRuntime(ConsumerTestCase):
@@ -89,14 +98,10 @@ class TestOneRuntime(ConsumerTestCase):
     def test_names_shared_between_python_and_native(self):
         name = uname("shared")
         h = self.c_slot(name)
-        with self.assertRaises(ValueError):
-            coextra.Slot(name)
-        with self.assertRaises(ValueError):
-            cpp.reserve(name)
+        assert_name_taken(self, name, coextra.Slot, cpp.reserve)
         name2 = uname("shared2")
         self.py_slot(name2)
-        with self.assertRaises(ValueError):
-            cc.reserve(name2)
+        assert_name_taken(self, name2, cc.reserve)
         cc.release(*h)
         s = self.py_slot(name)  # free again once the native slot is gone
         self.assertEqual(s.name, name)
@@ -278,12 +283,10 @@ class TestBadInputThroughCAPI(ConsumerTestCase):
         code = make_code()
         cc.set(code, *h, 1)
         cc.release(*h)
-        for fn in (lambda: cc.set(code, *h, 2), lambda: cc.clear(code, *h), lambda: cc.release(*h),
-                   lambda: cc.live(*h), lambda: cc.set_null(code, *h)):
+        self.assert_handle_refused(code, h)
+        for fn in (lambda: cc.release(*h), lambda: cc.live(*h), lambda: cc.set_null(code, *h)):
             with self.assertRaises(coextra.ReleasedError):
                 fn()
-        self.assertIsNone(cc.get(code, *h))
-        self.assertIsNone(cc.get_table(code, *h))
 
     def test_stale_handle_never_reads_the_new_owner(self):
         h = cc.reserve(uname("reused"))
@@ -300,12 +303,7 @@ class TestBadInputThroughCAPI(ConsumerTestCase):
         for f in fillers:
             f.release()
         s[code] = "python owns this index now"
-        self.assertIsNone(cc.get(code, *h))
-        self.assertIsNone(cc.get_table(code, *h))
-        with self.assertRaises(coextra.ReleasedError):
-            cc.set(code, *h, 3)
-        with self.assertRaises(coextra.ReleasedError):
-            cc.clear(code, *h)
+        self.assert_handle_refused(code, h)
         with self.assertRaises(coextra.ReleasedError):
             cc.release(*h)
         self.assertEqual(s[code], "python owns this index now")
@@ -319,14 +317,9 @@ class TestBadInputThroughCAPI(ConsumerTestCase):
                   (h[0], 0)]
         for bad in forged:
             with self.subTest(handle=bad):
-                with self.assertRaises(coextra.ReleasedError):
-                    cc.set(code, *bad, 2)
-                with self.assertRaises(coextra.ReleasedError):
-                    cc.clear(code, *bad)
+                self.assert_handle_refused(code, bad)
                 with self.assertRaises(coextra.ReleasedError):
                     cc.live(*bad)
-                self.assertIsNone(cc.get(code, *bad))
-                self.assertIsNone(cc.get_table(code, *bad))
         self.assertEqual(cc.get(code, *h), 1)
         self.assertEqual(cc.live(*h), 1)
 
@@ -380,29 +373,32 @@ class TestCppHookExceptions(ChainTestCase):
         cpp.add_thrower(fn.__code__, mode)
         self.addCleanup(cpp.remove_thrower)
 
-    def test_thrown_before_delegating_skips_the_frame(self):
+    @staticmethod
+    def recorder():
+        """f(x) -> x, appending x to f.ran (whether its body ran)."""
         ran = []
 
         def f(x):
             ran.append(x)
             return x
+        f.ran = ran
+        return f
+
+    def test_thrown_before_delegating_skips_the_frame(self):
+        f = self.recorder()
         self.thrower(f, "before")
         for _ in range(3):  # the frame is finished each time: nothing leaks, nothing is left pending
             with self.assertRaisesRegex(RuntimeError, "^thrown before$"):
                 f(1)
-        self.assertEqual(ran, [])
+        self.assertEqual(f.ran, [])
         self.assertEqual(f.__code__.co_name, "f")
 
     def test_thrown_after_delegating(self):
-        ran = []
-
-        def f(x):
-            ran.append(x)
-            return x
+        f = self.recorder()
         self.thrower(f, "after")
         with self.assertRaisesRegex(RuntimeError, "^thrown after$"):
             f(1)
-        self.assertEqual(ran, [1])  # the body ran once: delegated, then failed
+        self.assertEqual(f.ran, [1])  # the body ran once: delegated, then failed
 
     def test_bad_alloc_is_memory_error(self):
         def f():

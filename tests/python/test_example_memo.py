@@ -98,52 +98,48 @@ def fib(n):
 
 
 class MemoBehaviour(ChainTestCase):
+    def memoized(self, fn):
+        """memoize(fn), unmemoized at cleanup (before the idle check, which runs last)."""
+        self.addCleanup(unmemoize, memoize(fn))
+        return fn
+
     def test_recursive_function(self):
-        memoize(fib)
-        try:
-            self.assertEqual(fib(300), 222232244629420445529739893461909967206666939096499764990979600)
-            self.assertEqual(stats(fib), (298, 301))
-        finally:
-            unmemoize(fib)
+        self.memoized(fib)
+        self.assertEqual(fib(300), 222232244629420445529739893461909967206666939096499764990979600)
+        self.assertEqual(stats(fib), (298, 301))
 
     def test_exceptions_propagate_and_are_not_cached(self):
         calls = Counter()
 
-        @memoize
+        @self.memoized
         def inverse(x):
             calls.n += 1
             return 1 / x
 
-        try:
-            for _ in range(3):
-                with self.assertRaises(ZeroDivisionError):
-                    inverse(0)
-            self.assertEqual(calls.n, 3)
-            self.assertEqual(coextra_memo.cache_size(inverse), 0)
-            self.assertEqual(inverse(4), 0.25)
-            self.assertEqual(inverse(4), 0.25)
-            self.assertEqual(calls.n, 4)
-            self.assertEqual(stats(inverse), (1, 4))
-        finally:
-            unmemoize(inverse)
+        for _ in range(3):
+            with self.assertRaises(ZeroDivisionError):
+                inverse(0)
+        self.assertEqual(calls.n, 3)
+        self.assertEqual(coextra_memo.cache_size(inverse), 0)
+        self.assertEqual(inverse(4), 0.25)
+        self.assertEqual(inverse(4), 0.25)
+        self.assertEqual(calls.n, 4)
+        self.assertEqual(stats(inverse), (1, 4))
 
     def test_unhashable_arguments_fall_back(self):
         calls = Counter()
 
-        @memoize
+        @self.memoized
         def total(items):
             calls.n += 1
             return sum(items)
 
-        try:
-            self.assertEqual(total([1, 2, 3]), 6)
-            self.assertEqual(total([1, 2, 3]), 6)
-            self.assertEqual(total((1, 2, 3)), 6)
-            self.assertEqual(total((1, 2, 3)), 6)
-            self.assertEqual(calls.n, 3)
-            self.assertEqual(stats(total), (1, 3))
-        finally:
-            unmemoize(total)
+        self.assertEqual(total([1, 2, 3]), 6)
+        self.assertEqual(total([1, 2, 3]), 6)
+        self.assertEqual(total((1, 2, 3)), 6)
+        self.assertEqual(total((1, 2, 3)), 6)
+        self.assertEqual(calls.n, 3)
+        self.assertEqual(stats(total), (1, 3))
 
     def test_generators_and_coroutines_refused(self):
         def g():

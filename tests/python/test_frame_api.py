@@ -151,15 +151,19 @@ class TestFrameIsCallOf(ChainTestCase):
         self.assertIn("expected a Python function", got[0][2])
 
 
-def traced_calls(run):
-    """Names of the code objects sys.settrace saw called while run() ran."""
-    seen = []
-
+def call_tracer(seen):
+    """A sys.settrace function that appends to seen the name of each code object called."""
     def tracer(frame, event, arg):
         if event == "call":
             seen.append(frame.f_code.co_name)
         return None
-    sys.settrace(tracer)
+    return tracer
+
+
+def traced_calls(run):
+    """Names of the code objects sys.settrace saw called while run() ran."""
+    seen = []
+    sys.settrace(call_tracer(seen))
     try:
         run()
     finally:
@@ -210,13 +214,8 @@ class TestHideFromTracing(ChainTestCase):
 
     def test_settrace_while_hidden_takes_effect_after(self):
         seen = []
-
-        def tracer(frame, event, arg):
-            if event == "call":
-                seen.append(frame.f_code.co_name)
-            return None
         try:
-            native.call_hidden(lambda: sys.settrace(tracer))
+            native.call_hidden(lambda: sys.settrace(call_tracer(seen)))
             target()
         finally:
             sys.settrace(None)

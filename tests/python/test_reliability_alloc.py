@@ -151,6 +151,18 @@ class AllocSweepCase(unittest.TestCase):
         AllocSweepCase.points[what] = points
         return points
 
+    def undo_create(self, held, op, drop):
+        """The undo of a sweep whose op creates one named object into
+        self.<held>[0] (None until then): after a failure nothing was kept
+        and the name is free again (op succeeds now); drop(obj) then ends it."""
+        def undo(c, exc):
+            store = getattr(self, held)
+            if exc is not None:
+                self.assertEqual(store, [None])
+                op(c)  # the name is free again
+            drop(store.pop())
+        return undo
+
     def assertDies(self, holder, attr):
         """Dropping holder.attr frees the object: nobody else (coextra) kept a reference."""
         wr = weakref.ref(getattr(holder, attr))
@@ -170,12 +182,7 @@ class AllocSweepCase(unittest.TestCase):
         def op(c):
             self.slots[0] = coextra.Slot(c.name, on_free=freed.append)
 
-        def undo(c, exc):
-            if exc is not None:
-                self.assertEqual(self.slots, [None])
-                op(c)  # the name is free again
-            self.slots.pop().release()
-
+        undo = self.undo_create("slots", op, lambda s: s.release())
         self.assertGreater(self.sweep("Slot()", setup, op, undo), 3)
 
     def test_slot_set_first_block_and_replace(self):
@@ -330,12 +337,7 @@ class AllocSweepCase(unittest.TestCase):
             self.hooks[0] = coextra.add_hook(c.name, on_enter=counter, on_exit=counter, only=only,
                                              priority=coextra.PRIORITY_PROFILER)
 
-        def undo(c, exc):
-            if exc is not None:
-                self.assertEqual(self.hooks, [None])
-                op(c)  # the name is free again
-            self.hooks.pop().remove()
-
+        undo = self.undo_create("hooks", op, lambda h: h.remove())
         self.assertGreater(self.sweep("add_hook()", setup, op, undo), 3)
 
         def setup2():

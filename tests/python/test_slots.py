@@ -10,7 +10,7 @@ import weakref
 
 import coextra
 
-from coextra_testutil import UnraisableCatcher, kill, make_code, unique_name
+from coextra_testutil import UnraisableCatcher, assert_name_taken, finish_at_cleanup, kill, make_code, unique_name
 
 _counter = itertools.count()
 
@@ -39,14 +39,20 @@ class Value:
 
 class SlotTestCase(unittest.TestCase):
     def new_slot(self, name=None, on_free=None):
-        s = coextra.Slot(name or uname(self._testMethodName), on_free=on_free)
-        self.addCleanup(self._release_quietly, s)
-        return s
+        return self.release_at_cleanup(coextra.Slot(name or uname(self._testMethodName), on_free=on_free))
 
-    @staticmethod
-    def _release_quietly(s):
-        if not s.released:
-            s.release()
+    def release_at_cleanup(self, s):
+        return finish_at_cleanup(self, s, "released", "release")
+
+    def slot_holding_one(self):
+        """(slot, freed, code, v): a slot that appends what it frees to freed,
+        holding v = Value("v") for a fresh code (the only reference: the caller's)."""
+        freed = []
+        s = self.new_slot(on_free=freed.append)
+        code = make_code()
+        v = Value("v")
+        s[code] = v
+        return s, freed, code, v
 
 
 class TestBasics(SlotTestCase):
@@ -87,11 +93,7 @@ class TestBasics(SlotTestCase):
             s.get(code, 1, 2)
 
     def test_del(self):
-        freed = []
-        s = self.new_slot(on_free=freed.append)
-        code = make_code()
-        v = Value("v")
-        s[code] = v
+        s, freed, code, v = self.slot_holding_one()
         del s[code]
         self.assertEqual(freed, [v])
         self.assertNotIn(code, s)
@@ -196,11 +198,7 @@ class TestBasics(SlotTestCase):
 
 class TestCodeDeath(SlotTestCase):
     def test_on_free_when_code_dies(self):
-        freed = []
-        s = self.new_slot(on_free=freed.append)
-        code = make_code()
-        v = Value("v")
-        s[code] = v
+        s, freed, code, v = self.slot_holding_one()
         wr = weakref.ref(code)
         del code
         kill(wr)
@@ -351,10 +349,7 @@ class TestBadInput(SlotTestCase):
     def test_duplicate_names(self):
         name = uname("dup")
         s = self.new_slot(name)
-        with self.assertRaises(ValueError):
-            coextra.Slot(name)
-        with self.assertRaises(ValueError):
-            coextra.Slot(name, on_free=print)
+        assert_name_taken(self, name, coextra.Slot, lambda n: coextra.Slot(n, on_free=print))
         self.assertFalse(s.released)
         self.assertEqual([i.name for i in coextra.slots()].count(name), 1)
 
@@ -854,7 +849,7 @@ class TestReentrancy(SlotTestCase):
         del code
         kill(wr)
         c = box.pop("c")
-        self.addCleanup(self._release_quietly, c)
+        self.release_at_cleanup(c)
         self.assertEqual(freed_a, ["A"])
         self.assertEqual(freed_b, ["B"])
         self.assertEqual(freed_c, [])  # the new slot never receives b's value

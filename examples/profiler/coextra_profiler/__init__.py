@@ -122,16 +122,8 @@ class Profile(_Profiler):
 
 def run(statement, filename=None, sort=-1):
     """Like cProfile.run: profile exec(statement) in __main__, then print or dump the stats."""
-    prof = Profile()
-    try:
-        prof.run(statement)
-    except SystemExit:
-        pass
-    finally:
-        if filename is not None:
-            prof.dump_stats(filename)
-        else:
-            prof.print_stats(sort)
+    import __main__
+    runctx(statement, __main__.__dict__, __main__.__dict__, filename, sort)
 
 
 def runctx(statement, globals, locals, filename=None, sort=-1):
