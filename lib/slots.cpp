@@ -239,11 +239,18 @@ void runtime_close_slots(Runtime *rt) noexcept {
 
 namespace {
 
+// The calling interpreter's runtime (in *rt) and the record of `slot` in
+// it; nullptr with an error set.
+SlotRec *current_slot(coextra_slot slot, Runtime **rt) {
+    *rt = current_runtime();
+    return *rt == nullptr ? nullptr : checked_slot(*rt, slot);
+}
+
 // What an operation on `code`'s value in `slot` needs: the calling
 // interpreter's runtime and the slot's record, `code` a code object; -1
 // with an error set.
 int code_and_slot(PyObject *code, coextra_slot slot, Runtime **rt, SlotRec **rec) {
-    if ((*rt = current_runtime()) == nullptr || (*rec = checked_slot(*rt, slot)) == nullptr)
+    if ((*rec = current_slot(slot, rt)) == nullptr)
         return -1;
     if (code == nullptr || !PyCode_Check(code))
         return type_error_code(code);
@@ -254,10 +261,8 @@ int code_and_slot(PyObject *code, coextra_slot slot, Runtime **rt, SlotRec **rec
 // blocks into `values`, the slot retired; its free function and ctx out.
 int detach_slot(coextra_slot slot, Vector<void *> &values, coextra_free_fn *fn_out, void **ctx_out) {
     RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
-        return -1;
-    SlotRec *rec = checked_slot(rt, slot);
+    Runtime *rt;
+    SlotRec *rec = current_slot(slot, &rt);
     if (rec == nullptr)
         return -1;
     try {
@@ -369,10 +374,8 @@ int store_entry(PyObject *code, coextra_slot slot, void *value, FreeCall *replac
 // not see it).
 int snapshot_codes(coextra_slot slot, Vector<PyObject *> &codes) {
     RegistryLock lock;
-    Runtime *rt = current_runtime();
-    if (rt == nullptr)
-        return -1;
-    SlotRec *rec = checked_slot(rt, slot);
+    Runtime *rt;
+    SlotRec *rec = current_slot(slot, &rt);
     if (rec == nullptr)
         return -1;
     try {

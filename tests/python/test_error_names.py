@@ -1,24 +1,16 @@
 """test_error_names.py: errors say whose: the duplicate slot's holder, the released slot's name."""
 
-import itertools
 import sys
-import types
 import unittest
 
 import coextra
 import coextra_test_consumer_c as cc
 
-_counter = itertools.count()
+from coextra_testutil import make_code, unique_name
 
 
 def uname(tag="slot"):
-    return "test_error_names.%s.%d" % (tag, next(_counter))
-
-
-def make_code():
-    n = next(_counter)
-    mod = compile("def en_%d(x):\n    return x + %d\n" % (n, n), "<test_error_names %d>" % n, "exec")
-    return [c for c in mod.co_consts if isinstance(c, types.CodeType)][0]
+    return unique_name("test_error_names", tag)
 
 
 def release_c(h):

@@ -1,25 +1,17 @@
 """test_slot_iteration.py: iter(slot), slot.items() and the C coextra_slot_foreach, also while the slot changes."""
 
 import gc
-import itertools
-import types
 import unittest
 import weakref
 
 import coextra
 import coextra_test_consumer_c as cc
 
-_counter = itertools.count()
+from coextra_testutil import make_code, unique_name
 
 
 def uname(tag="slot"):
-    return "test_slot_iteration.%s.%d" % (tag, next(_counter))
-
-
-def make_code():
-    n = next(_counter)
-    mod = compile("def it_%d(x):\n    return x + %d\n" % (n, n), "<test_slot_iteration %d>" % n, "exec")
-    return [c for c in mod.co_consts if isinstance(c, types.CodeType)][0]
+    return unique_name("test_slot_iteration", tag)
 
 
 class Value:
