@@ -40,6 +40,11 @@
  * that loads the module; other interpreters are refused (see exec_module).
  */
 #include <coextra/coextra.h>
+#if PY_VERSION_HEX < 0x030B0000
+/* PyFrame_GetBack (3.9+) is declared in the public cpython/frameobject.h,
+ * which Python.h includes only from 3.11 on. */
+#include <frameobject.h>
+#endif
 
 /* The value stored in the slot for marked code: any non-NULL pointer. */
 static const char MARKED = 1;
