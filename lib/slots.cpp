@@ -371,16 +371,15 @@ int store_entry(PyObject *code, coextra_slot slot, void *value, FreeCall *replac
 // slot_foreach's part under the lock: strong references to the code objects
 // that hold a value in `slot` (none of a dying block: its code object has no
 // reference left, and a free function running from its code_dealloc must
-// not see it).
-int snapshot_codes(coextra_slot slot, Vector<PyObject *> &codes) {
+// not see it), and the calling interpreter's runtime in *rt.
+int snapshot_codes(coextra_slot slot, Vector<PyObject *> &codes, Runtime **rt_out) {
     RegistryLock lock;
-    Runtime *rt;
-    SlotRec *rec = current_slot(slot, &rt);
+    SlotRec *rec = current_slot(slot, rt_out);
     if (rec == nullptr)
         return -1;
     try {
         codes.reserve(rec->live);
-        for (Block *b = rt->blocks; b != nullptr; b = b->next)
+        for (Block *b = (*rt_out)->blocks; b != nullptr; b = b->next)
             if (!b->dying && entry_holds(b, slot))
                 codes.push_back(b->code);
     } catch (const std::bad_alloc &) {
@@ -527,12 +526,12 @@ int slot_foreach(coextra_slot slot, coextra_slot_visit_fn fn, void *arg) {
         return -1;
     }
     Vector<PyObject *> codes;
-    if (snapshot_codes(slot, codes) < 0)
+    Runtime *rt;
+    if (snapshot_codes(slot, codes, &rt) < 0)
         return -1;
-    Runtime *rt = current_runtime();
     int rc = 0;
     for (PyObject *code : codes) {
-        void *value = rt ? block_value(rt, code, slot) : nullptr;
+        void *value = block_value(rt, code, slot);
         if (value == nullptr)
             continue; // cleared (or replaced by nothing) since the snapshot
         rc = fn(code, value, arg);
