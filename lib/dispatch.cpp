@@ -70,20 +70,19 @@ inline void clear_loop_guard(Runtime *rt) noexcept {
 // The outermost hook returned without the frame being evaluated or finished
 // (nobody delegated or called coextra_frame_return): finish it as
 // coextra_frame_return does (on 3.12+ the frame would leak otherwise: the
-// callee owns it).
-[[gnu::noinline, gnu::cold]] PyObject *finish_unfinished(coextra_frame *f, PyObject *r) {
-    if (r != nullptr && f->chain != nullptr && f->chain->rt->check_hooks)
-        r = refuse_unfinished(f, r);
-    return api::frame_return(f, r);
-}
-
-// After the outermost hook of a chain frame returned: finish the frame if
-// needed, unpin the snapshot.
-inline PyObject *finish_chain_frame(coextra_frame *f, PyObject *r) {
-    if (COEXTRA_UNLIKELY(f->head.consumed == 0))
-        r = finish_unfinished(f, r);
-    chain_unpin(f->chain);
-    return r;
+// callee owns it).  It gets the view's fields, not its address, and finishes
+// a view of its own made from them: were the address passed, every frame
+// would keep it in a callee-saved register across the hook call (a push, a
+// pop and a move) for a path that frames almost never take; the fields are
+// read from the caller's stack only here.  (The code cache of 3.12+ starts
+// empty again: the frame, unfinished, still holds its code.)
+[[gnu::noinline, gnu::cold]] PyObject *finish_unfinished(PyThreadState *tstate, void *raw,
+                                                         coextra_evaluator_fn direct, const coextra_hop *next,
+                                                         Chain *chain, PyObject *r) {
+    coextra_frame f{{tstate, raw, direct, 0, 0, next}, chain};
+    if (r != nullptr && chain != nullptr && chain->rt->check_hooks)
+        r = refuse_unfinished(&f, r);
+    return api::frame_return(&f, r);
 }
 
 // Run the frame through snapshot c from hook j on (j < c->n), which takes
@@ -100,7 +99,11 @@ PyObject *run_frame(Chain *c, PyThreadState *tstate, coextra_raw_frame *raw, int
     (void)code;
 #endif
     const HookRec *h = c->hooks[j];
-    return finish_chain_frame(&f, h->eval(&f, throwflag, h->ctx));
+    PyObject *r = h->eval(&f, throwflag, h->ctx);
+    if (COEXTRA_UNLIKELY(f.head.consumed == 0))
+        r = finish_unfinished(f.head.tstate, f.head.raw, f.head.direct, f.head.next, f.chain, r);
+    chain_unpin(f.chain);
+    return r;
 }
 
 // Whether hook h of a snapshot takes frames of this code.  Hooks removed or
@@ -128,7 +131,7 @@ inline PyObject *run_single(PyThreadState *tstate, coextra_raw_frame *raw, int t
     coextra_frame f{{tstate, raw, rt->below_direct, 0, 0, nullptr}, nullptr};
     PyObject *r = rt->first_eval(&f, throwflag, rt->first_ctx);
     if (COEXTRA_UNLIKELY(f.head.consumed == 0))
-        return finish_unfinished(&f, r);
+        return finish_unfinished(f.head.tstate, f.head.raw, f.head.direct, f.head.next, nullptr, r);
     return r;
 }
 
@@ -162,7 +165,11 @@ PyObject *path_chain(PyThreadState *tstate, coextra_raw_frame *raw, int throwfla
     Chain *c = rt->chain;
     c->refs++;
     coextra_frame f{{tstate, raw, nullptr, 0, 0, c->hops + 1}, c};
-    return finish_chain_frame(&f, c->hops[0].eval(&f, throwflag, c->hops[0].ctx));
+    PyObject *r = c->hops[0].eval(&f, throwflag, c->hops[0].ctx);
+    if (COEXTRA_UNLIKELY(f.head.consumed == 0))
+        r = finish_unfinished(f.head.tstate, f.head.raw, f.head.direct, f.head.next, f.chain, r);
+    chain_unpin(f.chain);
+    return r;
 }
 
 // Several hooks, the outermost with a filter: the first hook of the snapshot
