@@ -22,12 +22,11 @@
 
 /* The value stored in the slot for a memoized code object. */
 typedef struct memo_entry {
-    PyObject *cache;    /* dict: tuple of positional arguments -> result */
+    PyObject *cache;    /* dict: call_key() -> result */
     PyObject *fn_ref;   /* weakref to the memoized function (a code object may be shared) */
     Py_ssize_t hits;
     Py_ssize_t misses;
     uint64_t id;   /* process-unique: tells a re-memoized code from the entry a miss started with */
-    int fallback;  /* keyword-only, *args or **kwargs parameters: always run the frame */
 } memo_entry;
 
 /* Process-wide state, owned by the interpreter that loaded the module first
@@ -87,6 +86,37 @@ static int is_memoized_function(coextra_frame *frame, const memo_entry *e) {
     return r;
 }
 
+/* The cache key of a call, before its frame runs: the values bound to its
+ * parameters (coextra_frame_arguments: defaults applied, keywords bound to
+ * their parameters, so f(3), f(x=3) and f(3, 0) with a default 0 share a
+ * key; positional, keyword-only, then the *args tuple), with the **kwargs
+ * dict, when the function has one (the last value), turned into the tuple
+ * of its items sorted by name, so that it hashes and f(a=1, b=2) and
+ * f(b=2, a=1) share a key.  (Names are unique strings, so sorting the items
+ * never compares two values.)  NULL with an exception if a step fails. */
+static PyObject *call_key(coextra_frame *frame, const PyCodeObject *co) {
+    PyObject *key = coextra_frame_arguments(frame), *items, *named;
+    Py_ssize_t last;
+    if (key == NULL || !(co->co_flags & CO_VARKEYWORDS))
+        return key;
+    last = PyTuple_GET_SIZE(key) - 1;
+    items = PyDict_Items(PyTuple_GET_ITEM(key, last));
+    if (items == NULL || PyList_Sort(items) < 0) {
+        Py_XDECREF(items);
+        Py_DECREF(key);
+        return NULL;
+    }
+    named = PyList_AsTuple(items);
+    Py_DECREF(items);
+    /* key is a new tuple that nobody else has seen yet: its last item may
+     * still be replaced (PyTuple_SetItem steals `named`, drops the dict). */
+    if (named == NULL || PyTuple_SetItem(key, last, named) < 0) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    return key;
+}
+
 static PyObject *memo_eval(coextra_frame *frame, int throwflag, void *ctx) {
     PyObject *code, *key, *cached, *r;
     memo_entry *e;
@@ -104,15 +134,8 @@ static PyObject *memo_eval(coextra_frame *frame, int throwflag, void *ctx) {
     e = (memo_entry *)coextra_slot_get(code, g_slot);
     if (e == NULL || !is_memoized_function(frame, e))
         return coextra_eval_next(frame, throwflag);
-    if (e->fallback) {
-        e->misses++;
-        return coextra_eval_next(frame, throwflag);
-    }
 
-    /* Defaults are bound, and a parameter captured by an inner function is
-     * read by value: the tuple is the call's positional signature (the
-     * functions that get here have only positional parameters). */
-    key = coextra_frame_arguments(frame);
+    key = call_key(frame, (PyCodeObject *)code);
     if (key == NULL) {
         PyErr_Clear(); /* cannot read the arguments: just run the frame */
         e->misses++;
@@ -210,7 +233,6 @@ static PyObject *memoize(PyObject *m, PyObject *fn) {
     e = (memo_entry *)PyMem_Calloc(1, sizeof(memo_entry));
     if (e == NULL)
         return PyErr_NoMemory();
-    e->fallback = co->co_kwonlyargcount > 0 || (co->co_flags & (CO_VARARGS | CO_VARKEYWORDS)) != 0;
     e->id = ++g_next_id;
     e->cache = PyDict_New();
     e->fn_ref = PyWeakref_NewRef(fn, NULL);

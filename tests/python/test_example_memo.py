@@ -156,30 +156,56 @@ class MemoBehaviour(ChainTestCase):
                 memoize(f)
         self.assertEqual(list(g()), [1])
 
-    def test_kwonly_and_varargs_always_run(self):
+    def test_kwonly_varargs_and_kwargs_are_part_of_the_key(self):
         calls = Counter()
 
         def kw(a, *, b=1):
             calls.n += 1
             return a + b
 
-        def va(*args):
+        def va(first, *args):
             calls.n += 1
-            return len(args)
+            return (first, len(args))
 
-        def vk(**kwargs):
+        def vk(a, **kwargs):
             calls.n += 1
-            return len(kwargs)
+            return (a, sorted(kwargs.items()))
 
         for f in (kw, va, vk):
             memoize(f)
         try:
             for _ in range(3):
                 self.assertEqual(kw(1, b=2), 3)
-                self.assertEqual(va(1, 2), 2)
-                self.assertEqual(vk(a=1), 1)
-            self.assertEqual(calls.n, 9)
-            self.assertEqual(stats(kw), (0, 3))
+                self.assertEqual(va(1, 2), (1, 1))
+                self.assertEqual(vk(0, x=1, y=2), (0, [("x", 1), ("y", 2)]))
+            self.assertEqual(calls.n, 3)
+            self.assertEqual(stats(kw), (2, 1))
+            self.assertEqual(stats(va), (2, 1))
+            self.assertEqual(stats(vk), (2, 1))
+
+            # keyword-only: the default is bound, another value is another key
+            self.assertEqual(kw(1), 2)
+            self.assertEqual(kw(1, b=1), 2)
+            self.assertEqual(kw(1, b=3), 4)
+            self.assertEqual(stats(kw), (3, 3))
+            # *args: its length and values are part of the key
+            self.assertEqual(va(1), (1, 0))
+            self.assertEqual(va(1, 2, 3), (1, 2))
+            self.assertEqual(va(first=1), (1, 0))
+            self.assertEqual(stats(va), (3, 3))
+            # **kwargs: the order of the keywords does not matter, the names do
+            self.assertEqual(vk(0, y=2, x=1), (0, [("x", 1), ("y", 2)]))
+            self.assertEqual(vk(a=0, x=1, y=2), (0, [("x", 1), ("y", 2)]))
+            self.assertEqual(vk(0, x=2, y=1), (0, [("x", 2), ("y", 1)]))
+            self.assertEqual(vk(0), (0, []))
+            self.assertEqual(stats(vk), (4, 3))
+            # an unhashable value in **kwargs or *args runs the body, every time
+            for _ in range(2):
+                self.assertEqual(vk(0, x=[1]), (0, [("x", [1])]))
+                self.assertEqual(va(1, [2]), (1, 1))
+            self.assertEqual(stats(vk), (4, 5))
+            self.assertEqual(stats(va), (3, 5))
+            self.assertEqual(calls.n, 3 + 2 + 2 + 2 + 4)
         finally:
             for f in (kw, va, vk):
                 unmemoize(f)

@@ -9,19 +9,21 @@
 ``memoize(fn)`` marks ``fn.__code__`` in coextra_memo's coextra slot and
 returns ``fn`` itself (no wrapper: ``fn`` keeps its identity, signature and
 attributes).  A native eval-frame hook at ``coextra.PRIORITY_OPTIMIZER``,
-restricted to that slot, reads the call's positional arguments from the frame
-before it runs; on a hit it finishes the frame with the cached result through
+restricted to that slot, reads the call's arguments from the frame before it
+runs; on a hit it finishes the frame with the cached result through
 ``coextra_frame_return`` (the body never runs), on a miss it runs the frame
 and stores the result.
 
 Rules:
 
-* The key is the tuple of the parameters' bound values (defaults included),
-  compared like dict keys (so ``f(1)`` and ``f(1.0)`` share an entry, as in
-  ``functools.lru_cache(typed=False)``).
+* The key is the tuple of the parameters' bound values (defaults included,
+  keywords bound to their parameters: ``f(3)``, ``f(x=3)`` and ``f(3, 0)``
+  with a default ``0`` share an entry), compared like dict keys (so ``f(1)``
+  and ``f(1.0)`` share an entry, as in ``functools.lru_cache(typed=False)``).
+  Keyword-only parameters and ``*args`` are part of it; ``**kwargs`` is, as
+  its items sorted by name (``f(a=1, b=2)`` and ``f(b=2, a=1)`` share an
+  entry).
 * Exceptions are never cached.  Unhashable arguments run the body (a miss).
-* Functions with keyword-only parameters, ``*args`` or ``**kwargs`` may be
-  decorated but always run (counted as misses).
 * Generator and coroutine functions are refused (TypeError): their frames
   cannot be skipped.
 * Only the decorated function object is cached, even if other functions share
