@@ -88,9 +88,33 @@ public:
         return 0;
     }
     int clear(PyObject *code) { return coextra_slot_clear(code, h_); }
+    // ABI 1.4: fn(PyObject *code, T *value) for every code object holding a
+    // value, as coextra_slot_foreach calls it (over a snapshot of the code
+    // objects; code and value borrowed, a value possibly freed by anything
+    // that clears or replaces it, fn included).  fn returns 0 to go on,
+    // anything else to stop, and foreach returns that, 0 after the last one,
+    // or -1 with a Python exception.  A C++ exception thrown by fn stops the
+    // walk and becomes that Python exception (set_error_from_current_exception).
+    template <class F>
+    int foreach(F &&fn) const {
+        return coextra_slot_foreach(h_, &Slot::visit<std::remove_reference_t<F>>, &fn);
+    }
 
 private:
     static void free_value(void *v, void *) { delete static_cast<T *>(v); }
+    template <class F>
+    static int visit(PyObject *code, void *value, void *arg) {
+        try {
+            return (*static_cast<F *>(arg))(code, static_cast<T *>(value));
+#if defined(__GLIBCXX__)
+        } catch (abi::__forced_unwind &) {
+            throw;
+#endif
+        } catch (...) {
+            set_error_from_current_exception();
+            return -1;
+        }
+    }
     void reset() noexcept {
         if (ok() && can_call_python()) {
             PyObject *et, *ev, *tb;

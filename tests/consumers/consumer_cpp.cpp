@@ -53,6 +53,40 @@ PyObject *release(PyObject *, PyObject *) {
     Py_RETURN_NONE;
 }
 
+// tags(stop_after, throw_after) -> (result, [(code, text)...]): Slot::foreach
+// over the tags, its callable stopping with 7 after `stop_after` visits or
+// throwing std::runtime_error after `throw_after` (-1: never).
+PyObject *tags(PyObject *, PyObject *args) {
+    int stop_after, throw_after;
+    if (!PyArg_ParseTuple(args, "ii", &stop_after, &throw_after))
+        return nullptr;
+    PyObject *seen = PyList_New(0);
+    if (seen == nullptr)
+        return nullptr;
+    int visits = 0;
+    const int r = g_tags.foreach([&](PyObject *code, std::string *text) {
+        if (visits == throw_after)
+            throw std::runtime_error("tags: thrown by the callable");
+        if (visits == stop_after)
+            return 7;
+        visits++;
+        PyObject *item = Py_BuildValue("(Os#)", code, text->data(), static_cast<Py_ssize_t>(text->size()));
+        if (item == nullptr || PyList_Append(seen, item) < 0) {
+            Py_XDECREF(item);
+            return -1;
+        }
+        Py_DECREF(item);
+        return 0;
+    });
+    if (r == -1) {
+        Py_DECREF(seen);
+        return nullptr;
+    }
+    PyObject *out = Py_BuildValue("(iO)", r, seen);
+    Py_DECREF(seen);
+    return out;
+}
+
 // handle() -> (index, generation), (0, 0) when not reserved.
 PyObject *handle(PyObject *, PyObject *) {
     return coextra_test_slot_tuple(g_tags.handle());
@@ -195,6 +229,7 @@ PyMethodDef methods[] = {
     COEXTRA_TEST_METHOD(untag, METH_O, "untag(code)"),
     COEXTRA_TEST_METHOD(release, METH_NOARGS, "release the slot"),
     COEXTRA_TEST_METHOD(handle, METH_NOARGS, "handle() -> (index, generation)"),
+    COEXTRA_TEST_METHOD(tags, METH_VARARGS, "tags(stop_after, throw_after) -> (result, [(code, text)])"),
     COEXTRA_TEST_METHOD(hook_add, METH_VARARGS, "hook_add(i, name): a counting hook into holder i"),
     COEXTRA_TEST_METHOD(hook_move, METH_VARARGS, "hook_move(dst, src): holder dst = std::move(holder src)"),
     COEXTRA_TEST_METHOD(hook_state, METH_NOARGS, "((added, calls), (added, calls))"),

@@ -107,6 +107,53 @@ class TestOneRuntime(ConsumerTestCase):
         self.assertEqual(s.name, name)
 
 
+class TestCppSlotForeach(ConsumerTestCase):
+    """coextra::Slot<T>::foreach, the C++ face of coextra_slot_foreach."""
+
+    def tagged(self, n):
+        self.cpp_slot()
+        codes = [make_code() for _ in range(n)]
+        for i, c in enumerate(codes):
+            cpp.tag(c, "t%d" % i)
+        return codes
+
+    def test_visits_every_tagged_code_with_its_value(self):
+        codes = self.tagged(5)
+        cpp.untag(codes[3])
+        r, seen = cpp.tags(-1, -1)
+        self.assertEqual(r, 0)
+        self.assertEqual(len(seen), 4)
+        self.assertEqual({id(c): t for c, t in seen},
+                         {id(c): "t%d" % i for i, c in enumerate(codes) if i != 3})
+
+    def test_a_nonzero_result_stops_the_walk_and_is_returned(self):
+        codes = self.tagged(4)  # kept alive: a code object that dies takes its value with it
+        r, seen = cpp.tags(2, -1)
+        self.assertEqual((r, len(seen)), (7, 2))
+        self.assertLessEqual({id(c) for c, _ in seen}, {id(c) for c in codes})
+
+    def test_a_cpp_exception_becomes_runtime_error(self):
+        codes = self.tagged(3)
+        with self.assertRaisesRegex(RuntimeError, "tags: thrown by the callable"):
+            cpp.tags(-1, 1)
+        # nothing is left broken: the values are there, a new walk sees them all
+        self.assertEqual(cpp.get_tag(codes[0]), "t0")
+        self.assertEqual(len(cpp.tags(-1, -1)[1]), 3)
+
+    def test_stale_and_unreserved_slots_are_refused(self):
+        with self.assertRaisesRegex(ValueError, "zero slot handle"):
+            cpp.tags(-1, -1)  # never reserved: the all-zero handle
+        codes = self.tagged(1)
+        self.assertEqual(cpp.tags(-1, -1)[0], 0)
+        h = cpp.handle()
+        cpp.release()  # the Slot forgets its handle: the zero handle again
+        with self.assertRaisesRegex(ValueError, "zero slot handle"):
+            cpp.tags(-1, -1)
+        self.assertIsNone(cpp.get_tag(codes[0]))
+        with self.assertRaises(coextra.ReleasedError):  # the old handle, through the C API
+            cc.clear(codes[0], *h)
+
+
 class TestCoexistence(ConsumerTestCase):
     def test_values_independent_on_same_code_objects(self):
         ch = self.c_slot()
