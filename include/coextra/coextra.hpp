@@ -35,6 +35,26 @@ inline void set_error_from_current_exception() noexcept {
     }
 }
 
+// Run fn() at a boundary C++ exceptions must not cross (into CPython's C
+// frames): true if it returned, false if it threw, the exception then being
+// the Python exception (set_error_from_current_exception).  glibc's forced
+// unwinding (pthread_exit, which ends a daemon thread at interpreter exit)
+// passes through: catching it without rethrowing aborts.
+template <class Fn>
+bool run_translating(Fn &&fn) {
+    try {
+        fn();
+        return true;
+#if defined(__GLIBCXX__)
+    } catch (abi::__forced_unwind &) {
+        throw;
+#endif
+    } catch (...) {
+        set_error_from_current_exception();
+        return false;
+    }
+}
+
 inline int import() { return coextra_import(); }
 
 // True when it is safe to call into coextra from a destructor: the
@@ -104,16 +124,9 @@ private:
     static void free_value(void *v, void *) { delete static_cast<T *>(v); }
     template <class F>
     static int visit(PyObject *code, void *value, void *arg) {
-        try {
-            return (*static_cast<F *>(arg))(code, static_cast<T *>(value));
-#if defined(__GLIBCXX__)
-        } catch (abi::__forced_unwind &) {
-            throw;
-#endif
-        } catch (...) {
-            set_error_from_current_exception();
-            return -1;
-        }
+        int r = -1;
+        run_translating([&] { r = (*static_cast<F *>(arg))(code, static_cast<T *>(value)); });
+        return r;
     }
     void reset() noexcept {
         if (ok() && can_call_python()) {
@@ -236,20 +249,12 @@ private:
     // coextra_frame_return(NULL) finishes it without running it; a generator
     // resumption cannot be skipped, so the exception is thrown into it
     // instead (as gen.throw() would), which runs its except/finally blocks.
-    // Not noexcept, and glibc's forced unwinding (pthread_exit, which ends a
-    // daemon thread at interpreter exit) passes through: catching it without
-    // rethrowing aborts.
+    // Not noexcept: glibc's forced unwinding passes through (run_translating).
     static PyObject *trampoline(coextra_frame *frame, int throwflag, void *ctx) {
         Frame f(frame);
-        try {
-            return static_cast<Callable *>(ctx)->call(f, throwflag);
-#if defined(__GLIBCXX__)
-        } catch (abi::__forced_unwind &) {
-            throw;
-#endif
-        } catch (...) {
-            set_error_from_current_exception();
-        }
+        PyObject *r = nullptr;
+        if (run_translating([&] { r = static_cast<Callable *>(ctx)->call(f, throwflag); }))
+            return r;
         if (reinterpret_cast<coextra_frame_head *>(frame)->consumed)
             return nullptr;
         if (coextra_frame_is_resume(frame))
