@@ -117,7 +117,10 @@ public:
     // walk and becomes that Python exception (set_error_from_current_exception).
     template <class F>
     int foreach(F &&fn) const {
-        return coextra_slot_foreach(h_, &Slot::visit<std::remove_reference_t<F>>, &fn);
+        // fn may be a const lvalue: visit casts the pointer back to its own
+        // (possibly const) type.
+        void *arg = const_cast<void *>(static_cast<const void *>(&fn));
+        return coextra_slot_foreach(h_, &Slot::visit<std::remove_reference_t<F>>, arg);
     }
 
 private:

@@ -87,6 +87,19 @@ PyObject *tags(PyObject *, PyObject *args) {
     return out;
 }
 
+// count_tags() -> the number of tagged code objects, through Slot::foreach
+// with a const callable (an lvalue: foreach takes it by reference).
+PyObject *count_tags(PyObject *, PyObject *) {
+    long n = 0;
+    const auto count = [&n](PyObject *, const std::string *) {
+        n++;
+        return 0;
+    };
+    if (g_tags.foreach(count) < 0)
+        return nullptr;
+    return PyLong_FromLong(n);
+}
+
 // handle() -> (index, generation), (0, 0) when not reserved.
 PyObject *handle(PyObject *, PyObject *) {
     return coextra_test_slot_tuple(g_tags.handle());
@@ -229,6 +242,7 @@ PyMethodDef methods[] = {
     COEXTRA_TEST_METHOD(untag, METH_O, "untag(code)"),
     COEXTRA_TEST_METHOD(release, METH_NOARGS, "release the slot"),
     COEXTRA_TEST_METHOD(handle, METH_NOARGS, "handle() -> (index, generation)"),
+    COEXTRA_TEST_METHOD(count_tags, METH_NOARGS, "count_tags() -> int, through a const callable"),
     COEXTRA_TEST_METHOD(tags, METH_VARARGS, "tags(stop_after, throw_after) -> (result, [(code, text)])"),
     COEXTRA_TEST_METHOD(hook_add, METH_VARARGS, "hook_add(i, name): a counting hook into holder i"),
     COEXTRA_TEST_METHOD(hook_move, METH_VARARGS, "hook_move(dst, src): holder dst = std::move(holder src)"),

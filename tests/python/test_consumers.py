@@ -125,6 +125,7 @@ class TestCppSlotForeach(ConsumerTestCase):
         self.assertEqual(len(seen), 4)
         self.assertEqual({id(c): t for c, t in seen},
                          {id(c): "t%d" % i for i, c in enumerate(codes) if i != 3})
+        self.assertEqual(cpp.count_tags(), 4)  # a const callable, passed as an lvalue
 
     def test_a_nonzero_result_stops_the_walk_and_is_returned(self):
         codes = self.tagged(4)  # kept alive: a code object that dies takes its value with it
